@@ -1,0 +1,1 @@
+"""The evaluation harness: initialisers, fitters, metrics, reports. Depends on ``densereg``, never the reverse."""

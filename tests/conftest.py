@@ -1,0 +1,15 @@
+"""Shared test fixtures: the path to the real-format samples (tests using it skip when absent)."""
+
+from pathlib import Path
+
+import pytest
+
+REAL_FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real"
+
+
+@pytest.fixture
+def real_fixtures():
+    """``../shared/fixtures/real`` when this checkout sits beside it; skip the test otherwise."""
+    if not REAL_FIXTURES.is_dir():
+        pytest.skip(f"real-format fixtures not present at {REAL_FIXTURES}")
+    return REAL_FIXTURES
