@@ -1,0 +1,67 @@
+"""Dense ground truth from 3D fittings (paper Sec. 2): fitting → posed template → per-pixel UV, depth, parts.
+
+The paper builds its training targets by fitting a 3D morphable model to each annotated image and reading, at
+every pixel, the template coordinate (u, v) of the surface point seen there. 300W-LP ships exactly such
+fittings (3DDFA ``Pose_Para``/``Shape_Para``/``Exp_Para``); the synthetic benchmark writes the same files for
+its own template. Either way the same three steps run here: reconstruct the mesh from the coefficients, pose
+it with the 3DDFA projection, and rasterise it with z-buffering.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from densereg import datasets, rasterize
+from densereg.template import builtin_face, load_bfm
+
+
+def template_for(model: str):
+    """The template a fitting's coefficients belong to: ``builtin`` or ``bfm`` (the user's Basel model).
+
+    The BFM is looked up in ``$DENSEREG_BFM`` or ``$DENSEREG_DATA/BFM``; its licence forbids shipping it.
+    """
+    if model == "builtin":
+        return builtin_face()
+    if model == "bfm":
+        root = os.environ.get("DENSEREG_BFM") or (
+            os.path.join(os.environ["DENSEREG_DATA"], "BFM") if os.environ.get("DENSEREG_DATA") else None)
+        if root is None or not Path(root).is_dir():
+            raise FileNotFoundError(
+                "300W-LP fittings use the Basel Face Model, which cannot be shipped: put the 3DDFA BFM files "
+                "(u_shp.npy, u_exp.npy, w_shp.npy, w_exp.npy, tri.mat, keypoints_sim.npy, BFM_UV.mat) in "
+                "$DENSEREG_DATA/BFM or point $DENSEREG_BFM at them")
+        return load_bfm(root)
+    raise ValueError(f"unknown fitting model {model!r}; expected 'builtin' or 'bfm'")
+
+
+def posed_vertices(fitting: datasets.Fitting, template, height: int) -> np.ndarray:
+    """Image-space vertices (col, row, depth; larger depth = closer) of a fitting, 3DDFA convention."""
+    verts = template.instance(fitting.shape_para, fitting.exp_para)
+    return rasterize.project_3ddfa(verts, fitting.pose_para, height)
+
+
+def render_fitting(fitting: datasets.Fitting, height: int, width: int, template=None) -> rasterize.DenseGT:
+    """Per-pixel GT (u, v, depth in [0, 1], mask, parts) of one fitted face in an ``height×width`` image."""
+    template = template or template_for(fitting.model)
+    return rasterize.render_gt(template, posed_vertices(fitting, template, height), height, width)
+
+
+def dense_gt(sample: datasets.Sample, template=None, image_shape: tuple[int, int] | None = None
+             ) -> rasterize.DenseGT:
+    """Dense GT of a dataset sample from the fitting its ``extras["fitting"]`` names.
+
+    Raises:
+        ValueError: the sample has no fitting (e.g. a real 300W image): its dense branches cannot be trained
+            or evaluated; 300W-LP (or the synthetic benchmark) provides fittings.
+    """
+    path = sample.extras.get("fitting")
+    if path is None:
+        raise ValueError(f"{sample.image_path}: no 3D fitting for this image, so no dense UV ground truth; "
+                         "DenseReg's dense targets come from 300W-LP fittings (or the synthetic benchmark)")
+    fitting = datasets.read_fitting(path)
+    if image_shape is None:
+        image_shape = sample.image().shape[:2]
+    return render_fitting(fitting, image_shape[0], image_shape[1], template)
