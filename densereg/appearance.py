@@ -97,9 +97,9 @@ def vertex_normals(verts: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     """Area-weighted unit vertex normals of a mesh (``V×3``)."""
     a, b, c = (verts[triangles[:, i]] for i in range(3))
     face_n = np.cross(b - a, c - a)
-    normals = np.zeros_like(verts)
-    for i in range(3):
-        np.add.at(normals, triangles[:, i], face_n)
+    n = len(verts)
+    idx = triangles.ravel()                      # each face normal is added to its three vertices
+    normals = np.stack([np.bincount(idx, np.repeat(face_n[:, k], 3), minlength=n) for k in range(3)], axis=1)
     return normals / np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
 
 
@@ -159,7 +159,7 @@ def background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
         c0, c1 = rng.uniform(0, 1, 3), rng.uniform(0, 1, 3)
         t = np.linspace(0, 1, width, dtype=np.float32)[None, :, None]
         img = np.broadcast_to(c0 * (1 - t) + c1 * t, (height, width, 3)).astype(np.float32).copy()
-        img += 0.15 * _smooth_noise(rng, max(height, width), rng.uniform(4, 30), 3)[:height, :width]
+        img += rng.uniform(0.03, 0.12) * _smooth_noise(rng, max(height, width), rng.uniform(8, 40), 1)[:height, :width]
     for _ in range(rng.integers(2, 9)):  # clutter
         colour = tuple(float(c) for c in rng.uniform(0, 1, 3))
         centre = (int(rng.integers(0, width)), int(rng.integers(0, height)))

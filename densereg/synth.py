@@ -82,8 +82,8 @@ def _sample_face(template, rng: np.random.Generator, size: int, scale_range: tup
     if centre is None:
         centre = (rng.uniform(0.38, 0.62) * size, rng.uniform(0.38, 0.62) * size)
     cx, cy = centre
-    # 3DDFA: col = V_x, row = H - 1 - V_y with V = f R S + t, so a face centred at (cx, cy) needs t_y = H-1-cy.
-    pose = np.array([pitch, yaw, roll, cx, size - 1 - cy, 0.0, f], np.float64)
+    # 3DDFA (1-based MATLAB): col = V_x - 1, row = H - V_y with V = f R S + t; centre the origin at (cx, cy).
+    pose = np.array([pitch, yaw, roll, cx + 1, size - cy, 0.0, f], np.float64)
     verts = template.instance(shape, exp)
     return shape, exp, pose, rasterize.project_3ddfa(verts, pose, size)
 
