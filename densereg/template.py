@@ -66,7 +66,7 @@ class Template:
 
     def __post_init__(self):
         def put(name, value):
-            value = np.asarray(value)
+            value = np.asarray(value).view()
             value.setflags(write=False)     # a cached template is shared: nobody may edit it in place
             object.__setattr__(self, name, value)
 
@@ -496,7 +496,12 @@ def _lids(xa):
     t = np.clip((xa - _EYE_IN) / (_EYE_OUT - _EYE_IN), 0.0, 1.0)
     centre = -0.02 + 0.02 * t
     s = np.sin(np.pi * t ** 0.9)                       # peak a little towards the nose, as real lids
-    return centre + 0.058 * s ** 0.85, centre - 0.038 * s, t
+    return centre + 0.07 * s ** 0.85, centre - 0.04 * s, t
+
+
+def _lip_width(x):
+    """Lip fullness across the mouth: 1 in the middle, falling smoothly to 0 just past the corners."""
+    return np.clip(1 - (x / (_MOUTH_X + 0.03)) ** 2, 0, 1) ** 1.5
 
 
 def _relief(x, h, dh_mouth, jaw_line):
@@ -520,10 +525,12 @@ def _relief(x, h, dh_mouth, jaw_line):
             - 0.02 * _g(xa, 0.19, 0.015) * _g(h, -0.5, 0.06)                                # alar crease
             - 0.05 * _g(xa, 0.07, 0.025) * _g(h, -0.575, 0.015))                            # nostrils
     cheeks = 0.05 * _g(xa, 0.5, 0.17) * _g(h, -0.25, 0.17)
-    width_lips = np.clip(1 - (x / (_MOUTH_X + 0.01)) ** 2, 0, 1)
-    lips = (0.055 * width_lips ** 0.6 * _g(dh_mouth, 0.04, 0.035)
-            + 0.065 * width_lips ** 0.5 * _g(dh_mouth, -0.07, 0.045)
-            - 0.012 * width_lips * _g(dh_mouth, 0.0, 0.012))                                # lip line
+    w = _lip_width(x)
+    s = 0.35 + 0.65 * np.sqrt(w)                      # the vermilion thins towards the corners
+    lips = (0.055 * w ** 1.2 * _g(dh_mouth, 0.04 * s, 0.035 * s)
+            + 0.065 * w ** 1.2 * _g(dh_mouth, -0.07 * s, 0.045 * s)
+            - 0.012 * w * _g(dh_mouth, 0.0, 0.012)                                          # lip line
+            - 0.015 * _g(xa, _MOUTH_X + 0.01, 0.035) * _g(dh_mouth, 0.0, 0.035))            # corner dimples
     chin = (-0.012 * _g(x, 0, 0.025) * _g(h, -0.66, 0.05)                                  # philtrum
             - 0.045 * _g(x, 0, 0.2) * _g(h, -1.07, 0.05)                                   # labiomental fold
             + 0.08 * _g(x, 0, 0.2) * _g(h, -1.2, 0.09))
@@ -598,7 +605,7 @@ def _modes(g, pts, relief):
     def vec(dx=zero, dy=zero, dr=zero):
         return np.stack([dx, dy, zero], axis=1) + dr[:, None] * radial
 
-    width_lips = np.clip(1 - (x / (_MOUTH_X + 0.01)) ** 2, 0, 1)
+    width_lips = _lip_width(x)
     nose_w = _g(x, 0, 0.18) * _g(h, -0.5, 0.12)
     chin_w = _g(x, 0, 0.25) * _g(h, -1.2, 0.18)
     identity = [
@@ -617,15 +624,17 @@ def _modes(g, pts, relief):
         vec(dr=-0.03 * _g(xa, 0.34, 0.17) * _g(h, 0.0, 0.12)),                          # eye_depth
     ]
 
-    # mouth_open: the jaw turns about a hinge near the ears, weighted by m = 1 on the mandible and lower
-    # lip, 0 above; along the cut the two copies get m = 1/2 ± taper/2, so the gap is lens-shaped.
+    # mouth_open: the jaw turns about a hinge near the ears, weighted by m: 1 on the mandible and lower lip,
+    # 0 above the mouth. Along the cut the lower copy starts at 1/2 + taper/2 and the upper at 1/2 - taper/2
+    # (a lens-shaped gap); m then runs monotonically to 1 below / 0 above, so no triangle folds over.
     taper = np.clip(1 - (x / _MOUTH_X) ** 2, 0, 1) ** 0.8
-    band = 0.008 + 0.08 * (1 - taper) + 0.25 * np.maximum(0.8 * np.abs(theta) - _MOUTH_X, 0)
-    dh_eff = np.where(g["side"] != 0, g["side"] * band * taper, dhm)
-    m = _smoothstep((band - dh_eff) / (2 * band))
+    band = 0.06 + 0.25 * np.maximum(0.8 * np.abs(theta) - _MOUTH_X, 0)
+    lower_side = (g["side"] == -1) | ((g["side"] == 0) & (dhm < 0))
+    m = np.where(lower_side, 0.5 + 0.5 * taper + (0.5 - 0.5 * taper) * _smoothstep(-dhm / band),
+                 (0.5 - 0.5 * taper) * (1 - _smoothstep(dhm / band)))
     hinge_y, hinge_z, alpha = -0.15, -0.6, 0.3
     open_jaw = alpha * m[:, None] * np.stack([zero, -(pts[:, 2] - hinge_z), pts[:, 1] - hinge_y + 0.5], 1)
-    open_jaw[:, 1] += 0.025 * (1 - m) * taper * _g(dhm, 0.0, 0.06)          # upper lip lifts a little
+    open_jaw[:, 1] += 0.025 * ~lower_side * taper * _g(dhm, 0.0, 0.06)      # upper lip lifts a little
     corner = _g(xa, _MOUTH_X, 0.12) * _g(dhm, 0.0, 0.12)
     cheek = _g(xa, 0.42, 0.15) * _g(h, -0.5, 0.15)
     lips_w = _g(x, 0, 0.2) * _g(dhm, -0.01, 0.1)
@@ -673,6 +682,11 @@ def builtin_face() -> Template:
     nostrils, lips, chin, cheeks), wrapping back to ±105° so the far side self-occludes in profile. The
     mouth-line row is duplicated between the mouth corners, so ``mouth_open`` separates the lips and opens a
     hole. u is the angle around the axis and v the height (downwards), each filling [0.02, 0.98].
+
+    Shape model: identity modes (``id_names``) are smooth displacement fields scaled so coefficients ~N(0, 1)
+    give plausible faces (±2.5 folds no triangle). Expression modes (``exp_names``) are 0 at rest and 1 at
+    the full expression; ``mouth_open`` and ``eye_closure`` are meant for [0, 1] (below 0 the lips or lids
+    cross, above 1 the lid overshoots), the others also allow mild negative values.
     """
     g = _grid()
     theta, h = g["theta"], g["h"]
@@ -698,12 +712,16 @@ def builtin_face() -> Template:
     lm[30] = tip[np.argmax(pts[tip, 2])]
     for k, (xk, hk) in enumerate([(-0.13, -0.56), (-0.065, -0.585), (0.0, -0.6), (0.065, -0.585), (0.13, -0.56)]):
         lm[31 + k] = _nearest(x, h, front, (xk, hk))
-    for sign, ring in ((-1, [36, 37, 38, 39, 40, 41]), (1, [45, 44, 43, 42, 47, 46])):
-        xs = np.array([0.5, 0.4, 0.3, 0.2, 0.3, 0.4])
-        up, lo, _ = _lids(xs)
-        heights = [up[0], up[1], up[2], up[3], lo[4], lo[5]]
-        for idx, xk, hk in zip(ring, xs, heights):
-            lm[idx] = _nearest(x, h, front, (sign * xk, hk))
+    for sign, (outer, up1, up2, inner, lo2, lo1) in ((-1, range(36, 42)), (1, (45, 44, 43, 42, 47, 46))):
+        lm[outer] = _nearest(x, h, front, (sign * _EYE_OUT, 0.0))
+        lm[inner] = _nearest(x, h, front, (sign * _EYE_IN, -0.02))
+        for upper_id, lower_id, xk in ((up1, lo1, 0.4), (up2, lo2, 0.3)):
+            # Lid points are margin vertices on the opening's side, the lower one in the upper one's column,
+            # so eye_closure brings each pair together.
+            top, bottom, _ = _lids(xk)
+            lm[upper_id] = _nearest(x, h, front[h[front] <= top + 1e-9], (sign * xk, top))
+            column = front[(theta[front] == theta[lm[upper_id]]) & (h[front] >= bottom - 1e-9)]
+            lm[lower_id] = _nearest(x, h, column, (sign * xk, bottom))
     dhm = h - g["h_line"]
     lm[48], lm[54] = g["corners"]
     for k, (xk, dk) in enumerate([(-0.2, 0.065), (-0.09, 0.095), (0.0, 0.09), (0.09, 0.095), (0.2, 0.065)]):

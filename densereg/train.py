@@ -314,7 +314,7 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, progress: bool = True,
         if rank == 0:
             if done % cfg.log_every == 0 or done == cfg.iterations:
                 rate = seen / max(time.perf_counter() - tick, 1e-9)
-                values = {k: float(v) for k, v in terms.items()}
+                values = {k: float(v.detach()) for k, v in terms.items()}
                 log.write(done, lr, values, rate)
                 bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()} | {"img/s": f"{rate:.1f}"})
                 tick, seen = time.perf_counter(), 0

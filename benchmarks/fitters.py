@@ -1,0 +1,52 @@
+"""Fitters: deformable models that refine an initial shape. ``FITTERS`` registry of factories.
+
+A **fitter** is a callable ``fit(image, shape) -> (N, 2) float array``: ``image`` is ``H×W×3`` uint8 RGB,
+``shape`` the initialiser's ``(N, 2)`` estimate in ``(x, y)`` pixels. It never sees ground truth. "DenseReg
+alone" in the paper's tables is the ``none`` fitter after the ``densereg`` initialiser.
+
+As for initialisers, the registry holds factories ``factory(ctx) -> fitter`` taking the
+:class:`benchmarks.initialisers.RunContext`, so training or loading (an AAM, an MDM network) happens once per
+process. :func:`get_fitter` also accepts a plug-in ``package.module:callable`` under the same rule as
+initialisers (``is_factory = True`` → called with the context). This is the only module of the project that
+may import menpo/menpofit (through ``benchmarks.menpo_shim``), for the AAM fitter.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from benchmarks.initialisers import resolve_factory
+
+
+def none_factory(ctx):
+    """``none``: return the initial shape unchanged, so the row scores the initialiser alone."""
+
+    def none(image, shape):
+        return np.array(shape, dtype=float, copy=True)
+
+    return none
+
+
+def not_implemented(name, where):
+    """A placeholder factory for a fitter registered by name but not built yet."""
+
+    def placeholder(ctx):
+        raise NotImplementedError(f"fitter {name!r} is not implemented yet ({where})")
+
+    placeholder.__doc__ = f"``{name}``: not implemented yet ({where})."
+    return placeholder
+
+
+FITTERS = {
+    "none": none_factory,
+    "aam": not_implemented("aam", "issue 6: menpofit patch AAM, Wiberg inverse-compositional"),
+    "mdm": not_implemented("mdm", "issue 6: benchmarks/mdm.py, Mnemonic Descent Method"),
+}
+
+# Fitters spelt PREFIX:ARG (none yet); the factory is called as factory(ARG, ctx).
+PREFIXED_FITTERS = {}
+
+
+def get_fitter(spec, ctx):
+    """Build the fitter named by ``spec`` for ``ctx`` (a key of :data:`FITTERS` or a plug-in)."""
+    return resolve_factory(spec, FITTERS, PREFIXED_FITTERS, "fitter")(ctx)

@@ -1,0 +1,371 @@
+"""Initialisers: where a landmark fit starts. ``INITIALISERS`` registry, run context, box→shape regression.
+
+An **initialiser** is a callable ``init(image, box) -> (N, 2) float array | None``: ``image`` is ``H×W×3``
+uint8 RGB, ``box`` the ground-truth face box ``(x0, y0, x1, y1)``, given only to say *which* face of the image
+is evaluated (a detector keeps the detection that overlaps it most, :func:`pick_detection`); ``None`` means
+the face was missed, which the harness scores as an error of +inf. Ground-truth landmarks never reach it.
+An initialiser that also needs the sample's name (e.g. to read a box file of the same stem) sets the
+attribute ``needs_name = True`` and is then called as ``init(image, box, name=sample.name)``.
+
+The registry holds **factories**, ``factory(ctx) -> initialiser``, so that costly set-up (loading a network,
+training a detector, fitting a regression on the training split) happens once per process, with the
+:class:`RunContext` saying which data, cache folder, preset and seed to use. Adding a method is one function
+and one line in :data:`INITIALISERS`. Spec forms understood by :func:`get_initialiser`:
+
+* a registry key: ``mean-shape``, ``densereg``, ...;
+* ``PREFIX:ARG`` for a key of :data:`PREFIXED_INITIALISERS`: ``boxes:DIR``;
+* a plug-in ``package.module:attribute`` (the module importable from ``sys.path``): the attribute is used
+  as the initialiser itself, or, when it carries ``is_factory = True`` (see :func:`factory`), called with the
+  :class:`RunContext` to build it. The same rule serves fitters (``benchmarks.fitters``).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.provenance import atomic_write_bytes
+from densereg import datasets
+
+# The training split whose annotations an initialiser (or fitter) may learn from, per evaluated dataset:
+# (dataset, split) for datasets.load_dataset. Helen is evaluated with models trained on 300-W, as in the paper.
+TRAIN_SPLITS = {
+    "300w": ("300w", "train"),
+    "helen": ("300w", "train"),
+    "300vw": ("300vw", "train"),
+    "ears": ("ears", "train"),
+}
+
+# A detection is the evaluated face when its IoU with the ground-truth face box reaches this (configurable
+# per call): the PASCAL criterion (0.5) is stricter than needed to tell faces apart and would count a loose
+# but correct detector box as a miss; 0.3 still rejects every neighbouring face.
+MIN_IOU = 0.3
+
+
+@dataclass
+class RunContext:
+    """What a factory needs to build a method for one benchmark run.
+
+    Attributes:
+        source: ``"real"`` or ``"synthetic"``.
+        root: the data root of ``source`` (laid out as ``datasets.LAYOUT``).
+        dataset: the evaluated dataset (a key of :data:`TRAIN_SPLITS`).
+        runs_dir: git-ignored cache for trained artefacts of this source, ``runs/<source>/``.
+        preset: the named configuration preset (recorded with every result).
+        seed: the run's seed.
+        checkpoint: an explicit DenseReg checkpoint, or None for the method's default.
+        device: ``"auto"``, ``"cpu"`` or a CUDA device string (:meth:`torch_device` resolves it).
+    """
+
+    source: str
+    root: Path
+    dataset: str
+    runs_dir: Path
+    preset: str = "default"
+    seed: int = 0
+    checkpoint: Path | None = None
+    device: str = "auto"
+    _train: list | None = field(default=None, init=False, repr=False, compare=False)
+
+    def train_samples(self):
+        """The training split's samples for :attr:`dataset` (see :data:`TRAIN_SPLITS`), read once and cached.
+
+        Raises:
+            KeyError: the dataset has no training split registered.
+            datasets.DatasetError: the training data is missing or malformed.
+        """
+        if self._train is None:
+            name, split = _lookup(TRAIN_SPLITS, self.dataset, "dataset with a training split")
+            self._train = datasets.load_dataset(name, self.root, split)
+        return self._train
+
+    def artefact_dir(self, *parts):
+        """``runs_dir/<parts...>``, created: where a method caches what it trains for this data source."""
+        path = Path(self.runs_dir).joinpath(*parts)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def torch_device(self):
+        """The device string to use: ``"auto"`` becomes ``"cuda"`` when available, else ``"cpu"``."""
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _lookup(registry, key, what):
+    if key not in registry:
+        raise KeyError(f"unknown {what} {key!r}; valid: {', '.join(sorted(registry))}")
+    return registry[key]
+
+
+def factory(fn):
+    """Mark ``fn`` as a factory ``fn(ctx) -> method`` for plug-in loading (sets ``fn.is_factory = True``)."""
+    fn.is_factory = True
+    return fn
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Geometry shared by the box-based initialisers
+
+
+def iou(a, b):
+    """Intersection over union of two ``(x0, y0, x1, y1)`` boxes (0 when they do not overlap)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    inter = max(w, 0.0) * max(h, 0.0)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def pick_detection(detections, box, min_iou=MIN_IOU):
+    """The detection that is the evaluated face: highest IoU with the GT face ``box``, if at least ``min_iou``.
+
+    Args:
+        detections: ``(D, 4)`` array (or list) of ``(x0, y0, x1, y1)`` boxes, possibly empty.
+        box: the ground-truth face box of the evaluated face.
+        min_iou: the overlap below which a detection is someone (something) else.
+
+    Returns:
+        ``(index, detection)`` of the chosen box, or None when no detection overlaps enough (a miss).
+    """
+    detections = np.asarray(detections, dtype=float).reshape(-1, 4)
+    if len(detections) == 0:
+        return None
+    overlaps = [iou(d, box) for d in detections]
+    best = int(np.argmax(overlaps))
+    if overlaps[best] < min_iou:
+        return None
+    return best, detections[best]
+
+
+def _box_features(boxes):
+    """``(B, 2)`` widths and heights and ``(B, 2)`` centres of ``(B, 4)`` boxes."""
+    boxes = np.asarray(boxes, dtype=float).reshape(-1, 4)
+    size = boxes[:, 2:] - boxes[:, :2]
+    return size, 0.5 * (boxes[:, :2] + boxes[:, 2:])
+
+
+class BoxToShape:
+    """Place a mean shape in a face box by a regression learnt from (box, landmarks) training pairs.
+
+    Detector boxes are not landmark boxes (each detector has its own margins and offsets), so the shape is not
+    simply stretched to fill the box. Instead:
+
+    1. the mean shape ``m`` is the average of the training shapes after removing each one's centroid and
+       dividing by its RMS radius (translation and scale only: a box carries no rotation);
+    2. each training shape ``P_i`` gets the least-squares similarity-without-rotation that maps ``m`` onto it,
+       ``P_i ≈ s_i·m + t_i`` (``t_i`` = centroid of ``P_i``, ``s_i = <P_i − t_i, m> / <m, m>``);
+    3. ``s_i`` and the offset ``t_i − c_i`` of that placement from the box centre ``c_i`` are regressed, by
+       linear least squares without intercept, on the box width and height: ``s ≈ [w, h]·α``,
+       ``t − c ≈ [w, h]·B``. No intercept keeps the rule equivariant: a box twice as large (or moved) gives a
+       shape twice as large (or moved).
+
+    Attributes:
+        mean_shape: ``(N, 2)`` centred, unit-RMS-radius mean shape.
+        alpha: ``(2,)`` scale coefficients on (w, h).
+        offset: ``(2, 2)`` centre-offset coefficients: rows (w, h), columns (x, y).
+    """
+
+    def __init__(self, mean_shape=None, alpha=None, offset=None):
+        self.mean_shape, self.alpha, self.offset = mean_shape, alpha, offset
+
+    def fit(self, boxes, shapes):
+        """Learn the regression from ``(B, 4)`` boxes and their ``(B, N, 2)`` landmark shapes; returns self.
+
+        Raises:
+            ValueError: mismatched counts, fewer than 2 pairs, a degenerate box or shape.
+        """
+        boxes = np.asarray(boxes, dtype=float).reshape(-1, 4)
+        shapes = np.asarray(shapes, dtype=float)
+        if shapes.ndim != 3 or shapes.shape[-1] != 2 or len(shapes) != len(boxes):
+            raise ValueError(f"need (B, 4) boxes and (B, N, 2) shapes, got {boxes.shape} and {shapes.shape}")
+        if len(boxes) < 2:
+            raise ValueError(f"need at least 2 (box, shape) pairs to learn a box→shape regression, got {len(boxes)}")
+        size, centre = _box_features(boxes)
+        if not (size > 0).all():
+            raise ValueError(f"{int((~(size > 0).all(axis=1)).sum())} training boxes have no positive width/height")
+        centred = shapes - shapes.mean(axis=1, keepdims=True)
+        radius = np.sqrt((centred ** 2).sum(axis=2).mean(axis=1))
+        if not (radius > 0).all():
+            raise ValueError("a training shape has all its points at one place")
+        mean = (centred / radius[:, None, None]).mean(axis=0)
+        mean /= np.sqrt((mean ** 2).sum(axis=1).mean())
+        scale = np.einsum("bnd,nd->b", centred, mean) / (mean ** 2).sum()
+        translation = shapes.mean(axis=1)
+        self.mean_shape = mean
+        self.alpha = np.linalg.lstsq(size, scale, rcond=None)[0]
+        self.offset = np.linalg.lstsq(size, translation - centre, rcond=None)[0]
+        return self
+
+    def __call__(self, box):
+        """The mean shape placed in ``box`` (``(4,)`` → ``(N, 2)``; ``(B, 4)`` → ``(B, N, 2)``)."""
+        if self.mean_shape is None:
+            raise RuntimeError("BoxToShape used before fit() or load()")
+        single = np.ndim(box) == 1
+        size, centre = _box_features(box)
+        scale = size @ self.alpha
+        translation = centre + size @ self.offset
+        shapes = scale[:, None, None] * self.mean_shape[None] + translation[:, None, :]
+        return shapes[0] if single else shapes
+
+    def save(self, path):
+        """Store the fitted regression as ``.npz`` (atomically)."""
+        buffer = io.BytesIO()
+        np.savez(buffer, mean_shape=self.mean_shape, alpha=self.alpha, offset=self.offset)
+        atomic_write_bytes(path, buffer.getvalue())
+
+    @classmethod
+    def load(cls, path):
+        """A regression stored by :meth:`save`."""
+        with np.load(path) as data:
+            return cls(data["mean_shape"], data["alpha"], data["offset"])
+
+    @classmethod
+    def from_samples(cls, samples):
+        """Fit on the samples' own ``box`` (box file when the dataset has one, else landmark bbox) and landmarks.
+
+        Samples without landmarks are skipped.
+        """
+        pairs = [(s.box, s.landmarks) for s in samples if s.landmarks is not None]
+        if not pairs:
+            raise ValueError("no annotated training samples to learn the box→shape regression from")
+        return cls().fit(np.stack([b for b, _ in pairs]), np.stack([p for _, p in pairs]))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Initialisers implemented here
+
+
+def mean_shape_factory(ctx):
+    """``mean-shape``: the training mean shape placed in the **evaluated face's GT box** (a lower baseline).
+
+    This is an oracle-box baseline, not a detector: it measures what shape knowledge alone gives once the face
+    is perfectly located, and it never misses. Report it as such ("mean shape in GT box").
+    """
+    regression = BoxToShape.from_samples(ctx.train_samples())
+
+    def mean_shape(image, box):
+        return regression(np.asarray(box, dtype=float))
+
+    return mean_shape
+
+
+def boxes_factory(directory, ctx, min_iou=MIN_IOU):
+    """``boxes:DIR``: the face box read from ``DIR/<stem>.pts`` (4-point box files, e.g. MDM's ``bbs/300w``).
+
+    The box is used like a detection: kept when it overlaps the evaluated face's GT box (:func:`pick_detection`),
+    then the training mean shape is placed in it by :class:`BoxToShape`, learnt on the training split's boxes
+    (its box files when present, else the landmarks' bounding boxes). A sample without a box file is a miss.
+
+    Raises:
+        NotADirectoryError: ``DIR`` is not a folder.
+    """
+    directory = Path(directory).expanduser()
+    if not directory.is_dir():
+        raise NotADirectoryError(f"boxes:{directory}: not a folder of 4-point <stem>.pts box files")
+    regression = BoxToShape.from_samples(ctx.train_samples())
+
+    def boxes(image, box, name):
+        path = directory / f"{Path(name).name}.pts"
+        if not path.is_file():
+            return None
+        picked = pick_detection(datasets.read_box_pts(path), box, min_iou)
+        return None if picked is None else regression(picked[1])
+
+    boxes.needs_name = True
+    return boxes
+
+
+def not_implemented(name, where):
+    """A placeholder factory for a method that is registered by name but not built yet."""
+
+    def placeholder(ctx):
+        raise NotImplementedError(f"initialiser {name!r} is not implemented yet ({where})")
+
+    placeholder.__doc__ = f"``{name}``: not implemented yet ({where})."
+    return placeholder
+
+
+INITIALISERS = {
+    "mean-shape": mean_shape_factory,  # oracle: the evaluated face's GT box; a lower baseline
+    "densereg": not_implemented("densereg", "issue 6: densereg.landmarks read-out + PCA refinement"),
+    "densereg-raw": not_implemented("densereg-raw", "issue 6: densereg.landmarks raw read-out"),
+    "hog-svm": not_implemented("hog-svm", "issue 6: dlib HOG+SVM detector + BoxToShape"),
+    "dpm": not_implemented("dpm", "issue 6: benchmarks/dpm.py + BoxToShape"),
+}
+
+# Initialisers spelt PREFIX:ARG; the factory is called as factory(ARG, ctx).
+PREFIXED_INITIALISERS = {
+    "boxes": boxes_factory,
+}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Resolving a spec (registry key, PREFIX:ARG or module:attribute) to a factory
+
+
+def load_plugin(spec):
+    """Import ``package.module:attribute`` (the attribute may be dotted) and return the object.
+
+    Raises:
+        ValueError: ``spec`` has no ``:``, the module cannot be imported, the attribute is missing or is not
+            callable; the message says which.
+    """
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ValueError(f"plug-in {spec!r} must be spelt package.module:callable")
+    try:
+        obj = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ValueError(f"plug-in {spec!r}: cannot import module {module_name!r} ({e})") from e
+    for part in attribute.split("."):
+        if not hasattr(obj, part):
+            raise ValueError(f"plug-in {spec!r}: {obj.__name__ if hasattr(obj, '__name__') else obj!r} has no "
+                             f"attribute {part!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ValueError(f"plug-in {spec!r} is a {type(obj).__name__}, not a callable")
+    return obj
+
+
+def _plugin_factory(obj, ctx):
+    return obj(ctx) if getattr(obj, "is_factory", False) else obj
+
+
+def resolve_factory(spec, registry, prefixed, kind):
+    """The factory ``factory(ctx) -> method`` that ``spec`` names (see the module docstring for the forms).
+
+    Args:
+        spec: registry key, ``PREFIX:ARG`` or ``module:attribute``.
+        registry: ``{name: factory}``.
+        prefixed: ``{prefix: factory(arg, ctx)}``.
+        kind: ``"initialiser"`` or ``"fitter"``, for messages.
+
+    Raises:
+        KeyError: ``spec`` is none of the forms; the message names every valid key and form.
+        ValueError: a plug-in cannot be loaded.
+    """
+    if spec in registry:
+        return registry[spec]
+    prefix, sep, arg = spec.partition(":")
+    if sep and prefix in prefixed:
+        if not arg:
+            raise KeyError(f"{kind} {spec!r}: give the argument after '{prefix}:'")
+        return functools.partial(prefixed[prefix], arg)
+    if sep and "/" not in prefix:
+        return functools.partial(_plugin_factory, load_plugin(spec))
+    forms = [*sorted(registry), *(f"{p}:ARG" for p in sorted(prefixed)), "package.module:callable"]
+    raise KeyError(f"unknown {kind} {spec!r}; valid: {', '.join(forms)}")
+
+
+def get_initialiser(spec, ctx):
+    """Build the initialiser named by ``spec`` for ``ctx`` (registry key, ``boxes:DIR`` or a plug-in)."""
+    return resolve_factory(spec, INITIALISERS, PREFIXED_INITIALISERS, "initialiser")(ctx)
