@@ -264,7 +264,10 @@ def read_errors(path):
     rows, columns = provenance.read_csv(path)
     if "error" not in columns:
         raise ValueError(f"{path}: no 'error' column")
-    return np.array([float(r["error"]) for r in rows], dtype=float)
+    try:
+        return np.array([float(r["error"]) for r in rows], dtype=float)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: unreadable error value ({e})") from e
 
 
 def fig7(results_dir, figures_dir):
@@ -284,6 +287,7 @@ def fig7(results_dir, figures_dir):
     for source, runs in sorted(by_source.items()):
         fig, ax = plt.subplots(figsize=(7, 5))
         presets = sorted({r.get("preset", "") for r in runs})
+        curves = 0
         for r in runs:
             path = Path(results_dir) / r["errors"] if r.get("errors") else errors_path(
                 results_dir, r["dataset"], r["split"], r["init"], r["fitter"], source, r.get("preset", "default"),
@@ -298,6 +302,10 @@ def fig7(results_dir, figures_dir):
                 label += f" ({r.get('preset', '')})"
             ax.plot(thresholds, metrics.ced(errors, thresholds),
                     label=f"{label}: AUC {metrics.auc_and_failure(errors)[0]:.3f}")
+            curves += 1
+        if not curves:
+            plt.close(fig)
+            continue
         ax.set(xlim=(0, 0.1), ylim=(0, 1), xlabel="point-to-point error / outer-eye-corner distance",
                ylabel="fraction of images",
                title=f"Fig. 7: 300-W test CED, initialiser × fitter ({source} data, preset {', '.join(presets)})")

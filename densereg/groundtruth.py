@@ -39,7 +39,8 @@ def template_for(model: str):
 
 def posed_vertices(fitting: datasets.Fitting, template, height: int) -> np.ndarray:
     """Image-space vertices (col, row, depth; larger depth = closer) of a fitting, 3DDFA convention."""
-    verts = template.instance(fitting.shape_para, fitting.exp_para)
+    # Templates are stored in units of the outer-eye distance; poses are in the model's native units.
+    verts = template.instance(fitting.shape_para, fitting.exp_para) / template.scale
     return rasterize.project_3ddfa(verts, fitting.pose_para, height)
 
 

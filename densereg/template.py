@@ -566,7 +566,7 @@ def _grid():
     bl, br, tl, tr = grid_id[i, j], grid_id[i, j + 1], grid_id[i + 1, j], grid_id[i + 1, j + 1]
     below_cut = (i + 1 == i_mouth)                   # quads just under the mouth row use the lower copies
     tl = np.where(below_cut & (lower_id[j] >= 0), lower_id[j], tl)
-    tr = np.where(below_cut & (lower_id[np.minimum(j + 1, n_cols - 1)] >= 0), lower_id[j + 1], tr)
+    tr = np.where(below_cut & (lower_id[j + 1] >= 0), lower_id[j + 1], tr)
     left = (j + 0.5) < (n_cols - 1) / 2              # mirror the diagonals so the mesh is left-right symmetric
     tri_a = np.where(left[..., None], np.stack([bl, br, tr], -1), np.stack([bl, br, tl], -1))
     tri_b = np.where(left[..., None], np.stack([bl, tr, tl], -1), np.stack([br, tr, tl], -1))

@@ -57,6 +57,7 @@ class TrainConfig:
     init_weights: str | None = None       # torchvision-named trunk weights (ImageNet/COCO); paper: COCO
     freeze_bn: bool = False
     source: str = "real"                  # "real" ($DENSEREG_DATA) or "synthetic"
+    root: str | None = None               # explicit data root (overrides the source's default location)
     dataset: str = "300w-lp"
     split: str = "train"
     seed: int = 0
@@ -161,7 +162,9 @@ class TrainingBatches(torch.utils.data.Dataset):
 
 def training_samples(cfg: TrainConfig) -> list[datasets.Sample]:
     """The samples with fittings that train the network (the active source's 300W-LP-style split)."""
-    if cfg.source == "synthetic":
+    if cfg.root is not None:
+        root = Path(cfg.root)
+    elif cfg.source == "synthetic":
         from densereg.synth import ensure_synthetic
 
         root = ensure_synthetic()

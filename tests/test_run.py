@@ -1,0 +1,322 @@
+"""Tests of the benchmark runner: the CLI end to end on a tiny 300W-like tree, plug-ins, failures, recording."""
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks import initialisers as inits
+from benchmarks import provenance, run
+from benchmarks.fitters import FITTERS, get_fitter
+from benchmarks.initialisers import BoxToShape, RunContext, pick_detection
+from densereg import datasets as ds
+
+REPO = Path(__file__).resolve().parents[1]
+
+# One fixed "face" in the unit square; the outer eye corners (36, 45) are far apart so the NME is well defined.
+_rng = np.random.default_rng(0)
+BASE = _rng.uniform(0.25, 0.75, (68, 2))
+BASE[36], BASE[45] = (0.15, 0.4), (0.85, 0.4)
+
+TREE = {"300W/afw": "afw", "300W/helen/trainset": "helen", "300W/lfpw/trainset": "lfpw",
+        "300W/300W/01_Indoor": "indoor", "300W/300W/02_Outdoor": "outdoor"}
+
+
+def make_300w_tree(root, per_folder=3, seed=1):
+    """A tiny 300W tree in the real layout: random 40×40 images, faces = scaled/moved BASE + noise."""
+    rng = np.random.default_rng(seed)
+    for folder, prefix in TREE.items():
+        for i in range(per_folder):
+            stem = f"{prefix}_{i + 1:03d}"
+            points = BASE * rng.uniform(20, 30) + rng.uniform(2, 8, 2) + rng.normal(0, 0.3, (68, 2))
+            ds.write_image(root / folder / f"{stem}.png", rng.integers(0, 255, (40, 40, 3), dtype=np.uint8))
+            ds.write_pts(root / folder / f"{stem}.pts", points)
+    return root
+
+
+@pytest.fixture
+def data(tmp_path, monkeypatch):
+    root = make_300w_tree(tmp_path / "data")
+    monkeypatch.setenv("DENSEREG_DATA", str(root))
+    return root
+
+
+@pytest.fixture
+def plugin(tmp_path, monkeypatch):
+    """A plug-in module under tmp_path: initialisers and fitters defined outside the project."""
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    (folder / "harness_plugin.py").write_text(textwrap.dedent("""
+        import numpy as np
+        from benchmarks.initialisers import BoxToShape, factory
+
+        def flaky(image, box, name):
+            # Points at the box centre, except one miss, one crash and one wrongly shaped output.
+            if name.endswith("indoor_002"):
+                return None
+            if name.endswith("outdoor_001"):
+                raise RuntimeError("boom in the initialiser")
+            if name.endswith("outdoor_002"):
+                return np.zeros((5, 2))
+            x0, y0, x1, y1 = box
+            return np.tile([(x0 + x1) / 2, (y0 + y1) / 2], (68, 1))
+        flaky.needs_name = True
+
+        @factory
+        def learnt(ctx):
+            regression = BoxToShape.from_samples(ctx.train_samples())
+            seen = ctx.dataset, ctx.source
+            def init(image, box):
+                assert seen == ("300w", "real")
+                return regression(box)
+            return init
+
+        def broken_fitter(image, shape):
+            raise ValueError("fitter exploded")
+
+        def noisy_fitter(image, shape):
+            return shape + np.random.normal(0, 0.5, shape.shape)
+    """))
+    monkeypatch.syspath_prepend(str(folder))
+    sys.modules.pop("harness_plugin", None)
+    yield "harness_plugin"
+    sys.modules.pop("harness_plugin", None)
+
+
+def run_cli(*argv):
+    return run.main([*map(str, argv), "--no-progress"])
+
+
+def read_row(results, dataset="300w"):
+    rows, columns = provenance.read_csv(results / f"{dataset}.csv")
+    return rows, columns
+
+
+# ------------------------------------------------------------------------------------------------------------
+# End to end
+
+
+def test_mean_shape_end_to_end_writes_row_and_errors(data, tmp_path, capsys):
+    results = tmp_path / "results"
+    assert run_cli("300w", "--init", "mean-shape", "--fitter", "none", "--results", results) == 0
+    rows, columns = read_row(results)
+    assert columns == list(run.ROW_COLUMNS)
+    assert len(rows) == 1
+    row = rows[0]
+    assert (row["dataset"], row["split"], row["init"], row["fitter"], row["source"], row["preset"]) == \
+        ("300w", "test", "mean-shape", "none", "real", "default")
+    assert row["n"] == "6" and row["misses"] == "0"
+    assert row["torch"] == provenance.torch_version() and row["commit"] and row["date"]
+    assert row["device"].startswith("cpu")
+    # The faces are similarity transforms of one shape plus 0.3 px noise: the mean shape in the GT box is close.
+    assert 0.3 < float(row["auc_0.1"]) <= 1 and float(row["failure_0.1"]) == 0
+    assert float(row["mean_nme"]) < 0.08
+    errors_rows, err_cols = provenance.read_csv(results / row["errors"])
+    assert err_cols == list(run.ERROR_COLUMNS)
+    assert row["errors"] == "errors/300w_test_mean-shape_none_real.csv"
+    assert [r["name"] for r in errors_rows] == [f"01_Indoor/indoor_00{i}" for i in (1, 2, 3)] + \
+        [f"02_Outdoor/outdoor_00{i}" for i in (1, 2, 3)]
+    assert all(r["status"] == "ok" and np.isfinite(float(r["error"])) for r in errors_rows)
+    # The summary row is exactly what the metrics give on the errors file.
+    errors = np.array([float(r["error"]) for r in errors_rows])
+    assert float(row["auc_0.1"]) == pytest.approx(run.metrics.auc_and_failure(errors)[0], abs=1e-6)
+    out = capsys.readouterr().out
+    assert "auc_0.1" in out and "mean-shape" in out  # the row printed as a table
+
+
+def test_indoor_split_and_limit_tag(data, tmp_path):
+    results = tmp_path / "results"
+    assert run_cli("300w", "--init", "mean-shape", "--split", "indoor", "--limit", "2", "--results", results) == 0
+    row = read_row(results)[0][0]
+    assert row["split"] == "indoor" and row["n"] == "2" and row["tag"] == "limit=2"
+    assert row["errors"] == "errors/300w_indoor_mean-shape_none_real_limit=2.csv"
+
+
+def test_plugin_failures_are_listed_as_inf(data, tmp_path, plugin):
+    results = tmp_path / "results"
+    assert run_cli("300w", "--init", f"{plugin}:flaky", "--results", results) == 0
+    row = read_row(results)[0][0]
+    assert row["init"] == "harness_plugin:flaky"
+    assert row["n"] == "6" and row["misses"] == "3"
+    assert float(row["failure_0.1"]) >= 0.5 - 1e-9
+    by_name = {r["name"]: r for r in provenance.read_csv(results / row["errors"])[0]}
+    assert by_name["01_Indoor/indoor_002"]["status"] == "miss"
+    assert by_name["02_Outdoor/outdoor_001"]["status"] == "init-error"
+    assert "boom in the initialiser" in by_name["02_Outdoor/outdoor_001"]["message"]
+    assert by_name["02_Outdoor/outdoor_002"]["status"] == "init-invalid"
+    assert "(5, 2)" in by_name["02_Outdoor/outdoor_002"]["message"]
+    for name in ("01_Indoor/indoor_002", "02_Outdoor/outdoor_001", "02_Outdoor/outdoor_002"):
+        assert by_name[name]["error"] == "inf"
+    assert by_name["01_Indoor/indoor_001"]["status"] == "ok"
+
+
+def test_plugin_factory_and_failing_fitter(data, tmp_path, plugin):
+    results = tmp_path / "results"
+    assert run_cli("300w", "--init", f"{plugin}:learnt", "--fitter", f"{plugin}:broken_fitter",
+                   "--results", results) == 0
+    row = read_row(results)[0][0]
+    assert row["misses"] == "6" and float(row["failure_0.1"]) == 1.0 and float(row["auc_0.1"]) == 0.0
+    errors_rows = provenance.read_csv(results / row["errors"])[0]
+    assert {r["status"] for r in errors_rows} == {"fit-error"}
+    assert all("fitter exploded" in r["message"] for r in errors_rows)
+
+
+def test_workers_give_the_same_errors_as_one_process(data, tmp_path, plugin):
+    results = tmp_path / "results"
+    args = ("300w", "--init", f"{plugin}:learnt", "--fitter", f"{plugin}:noisy_fitter", "--results", results)
+    assert run_cli(*args, "--seed", "3") == 0
+    row = read_row(results)[0][0]
+    serial = provenance.read_csv(results / row["errors"])[0]
+    assert run_cli(*args, "--seed", "3", "--workers", "2") == 0
+    parallel = provenance.read_csv(results / row["errors"])[0]
+    assert [(r["name"], r["error"]) for r in serial] == [(r["name"], r["error"]) for r in parallel]
+    assert run_cli(*args, "--seed", "4") == 0  # the seed does matter to a stochastic method
+    other = provenance.read_csv(results / row["errors"])[0]
+    assert [r["error"] for r in serial] != [r["error"] for r in other]
+
+
+def test_same_key_replaces_row_other_tag_adds_one(data, tmp_path):
+    results = tmp_path / "results"
+    base = ("300w", "--init", "mean-shape", "--results", results)
+    assert run_cli(*base) == 0
+    assert run_cli(*base, "--seed", "7") == 0  # same key (seed is not part of it): replaced
+    rows = read_row(results)[0]
+    assert len(rows) == 1 and rows[0]["seed"] == "7"
+    assert run_cli(*base, "--tag", "again") == 0
+    assert run_cli(*base, "--preset", "fast") == 0
+    rows = read_row(results)[0]
+    assert sorted((r["tag"], r["preset"]) for r in rows) == [("", "default"), ("", "fast"), ("again", "default")]
+    assert (results / "errors" / "300w_test_mean-shape_none_real_fast.csv").is_file()
+    assert not list(results.glob(".*.tmp")) and not list((results / "errors").glob(".*.tmp"))
+
+
+def test_boxes_dir_initialiser(data, tmp_path):
+    boxes = tmp_path / "boxes"
+    for s in ds.load_dataset("300w", data, "test"):
+        if s.name != "01_Indoor/indoor_003":  # no box file: a miss
+            box = s.box.copy()
+            if s.name == "02_Outdoor/outdoor_003":
+                box += 100.0  # a box on something else: no overlap with the face, a miss
+            ds.write_box_pts(boxes / f"{Path(s.name).name}.pts", box)
+    results = tmp_path / "results"
+    assert run_cli("300w", "--init", f"boxes:{boxes}", "--results", results) == 0
+    row = read_row(results)[0][0]
+    assert row["misses"] == "2"
+    by_name = {r["name"]: r for r in provenance.read_csv(results / row["errors"])[0]}
+    assert by_name["01_Indoor/indoor_003"]["status"] == "miss"
+    assert by_name["02_Outdoor/outdoor_003"]["status"] == "miss"
+    assert float(by_name["01_Indoor/indoor_001"]["error"]) < 0.1
+    assert run_cli("300w", "--init", f"boxes:{tmp_path / 'nowhere'}", "--results", results) == 2
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Clear errors
+
+
+def test_missing_real_data_names_layout_and_synthetic_option(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DENSEREG_DATA", str(tmp_path))  # a folder without 300W/
+    assert run_cli("300w", "--init", "mean-shape", "--results", tmp_path / "results") == 2
+    err = capsys.readouterr().err
+    assert "--source synthetic" in err and "300W/" in err and "01_Indoor" in err
+    monkeypatch.delenv("DENSEREG_DATA")
+    assert run_cli("300w", "--init", "mean-shape", "--source", "real", "--results", tmp_path / "results") == 2
+    assert "$DENSEREG_DATA is not set" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (("--init", "nonsense"), "valid: densereg, densereg-raw, dpm, hog-svm, mean-shape, boxes:ARG"),
+    (("--init", "mean-shape", "--fitter", "nope"), "unknown fitter 'nope'; valid: aam, mdm, none"),
+    (("--init", "no_such_module_xyz:f"), "cannot import module 'no_such_module_xyz'"),
+    (("--init", "densereg"), "issue 6"),
+    (("--init", "mean-shape", "--fitter", "mdm"), "issue 6"),
+    (("--init", "mean-shape", "--split", "nope"), "unknown 300w split 'nope'"),
+])
+def test_user_errors_are_clear(data, tmp_path, capsys, argv, message):
+    assert run_cli("300w", *argv, "--results", tmp_path / "results") == 2
+    assert message in capsys.readouterr().err
+
+
+def test_placeholder_fails_in_workers_too(data, tmp_path, capsys):
+    assert run_cli("300w", "--init", "hog-svm", "--workers", "2", "--results", tmp_path / "results") == 2
+    assert "issue 6" in capsys.readouterr().err
+
+
+def test_helen_names_issue_7(data, tmp_path, capsys):
+    assert run_cli("helen", "--init", "mean-shape", "--results", tmp_path / "results") == 2
+    assert "issue 7" in capsys.readouterr().err
+
+
+def test_module_entry_point(data, tmp_path):
+    """``python -m benchmarks.run`` as a user types it (the docstring's command)."""
+    results = tmp_path / "results"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "300w", "--init", "mean-shape", "--fitter",
+                           "none", "--results", str(results)], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "300w_test_mean-shape_none_real.csv" in proc.stdout
+    assert len(read_row(results)[0]) == 1
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Units: detection choice, box→shape regression, registries
+
+
+def test_pick_detection():
+    face = np.array([10, 10, 50, 50])
+    detections = np.array([[100, 100, 140, 140], [12, 8, 52, 48], [0, 0, 30, 30]])
+    index, box = pick_detection(detections, face)
+    assert index == 1 and np.array_equal(box, detections[1])
+    assert pick_detection(np.zeros((0, 4)), face) is None
+    assert pick_detection([[100, 100, 140, 140]], face) is None
+    # [0,0,30,30] overlaps the face by 400 / (900 + 1600 - 400) = 0.19: kept only with a lower threshold.
+    assert pick_detection([[0, 0, 30, 30]], face) is None
+    assert pick_detection([[0, 0, 30, 30]], face, min_iou=0.15)[0] == 0
+    assert inits.iou(face, face) == 1.0 and inits.iou(face, [60, 60, 70, 70]) == 0.0
+
+
+def test_box_to_shape_recovers_a_box_convention():
+    rng = np.random.default_rng(5)
+    mean = BASE - BASE.mean(axis=0)
+    scales = rng.uniform(50, 150, 40)
+    shapes = scales[:, None, None] * mean + rng.uniform(0, 300, (40, 1, 2))
+    tight = np.array([np.r_[s.min(0), s.max(0)] for s in shapes])
+    # A detector's convention: boxes 20% larger than the landmarks and shifted up by 10% of their height.
+    w, h = tight[:, 2] - tight[:, 0], tight[:, 3] - tight[:, 1]
+    boxes = tight + np.c_[-0.1 * w, -0.2 * h, 0.1 * w, 0.0 * h]
+    regression = BoxToShape().fit(boxes, shapes)
+    np.testing.assert_allclose(regression(boxes[3]), shapes[3], atol=1e-6)
+    np.testing.assert_allclose(regression(boxes), shapes, atol=1e-6)
+    # Equivariance: doubling and moving a box doubles and moves the shape.
+    moved = regression(boxes[0] * 2 + np.array([5, 7, 5, 7]))
+    np.testing.assert_allclose(moved, shapes[0] * 2 + [5, 7], atol=1e-6)
+    assert np.sqrt((regression.mean_shape ** 2).sum(1).mean()) == pytest.approx(1.0)
+
+
+def test_box_to_shape_save_load_and_errors(tmp_path):
+    shapes = np.stack([BASE * 100, BASE * 120 + 5, BASE * 90 + 3])
+    boxes = np.array([ds.landmarks_box(s) for s in shapes])
+    regression = BoxToShape().fit(boxes, shapes)
+    regression.save(tmp_path / "b2s.npz")
+    np.testing.assert_array_equal(BoxToShape.load(tmp_path / "b2s.npz")(boxes[1]), regression(boxes[1]))
+    with pytest.raises(ValueError, match="at least 2"):
+        BoxToShape().fit(boxes[:1], shapes[:1])
+    with pytest.raises(ValueError, match="positive width"):
+        BoxToShape().fit(np.zeros((3, 4)), shapes)
+    with pytest.raises(RuntimeError, match="before fit"):
+        BoxToShape()(boxes[0])
+
+
+def test_registries_are_factories_and_lookup_names_keys(tmp_path):
+    ctx = RunContext(source="synthetic", root=tmp_path, dataset="300w", runs_dir=tmp_path / "runs")
+    shape = np.ones((68, 2))
+    assert np.array_equal(get_fitter("none", ctx)(None, shape), shape)
+    assert set(FITTERS) >= {"none", "aam", "mdm"}
+    assert set(inits.INITIALISERS) >= {"mean-shape", "densereg", "densereg-raw", "hog-svm", "dpm"}
+    with pytest.raises(NotImplementedError, match="issue 6"):
+        inits.get_initialiser("dpm", ctx)
+    with pytest.raises(KeyError, match="boxes:ARG"):
+        inits.get_initialiser("gt-box", ctx)
+    assert ctx.artefact_dir("mdm", "300w").is_dir()

@@ -1,0 +1,82 @@
+"""The synthetic benchmark: determinism, native formats read back, landmarks and dense GT consistent."""
+
+import numpy as np
+import pytest
+
+from densereg import datasets, groundtruth, rasterize, synth
+from densereg.template import builtin_face
+
+
+def test_render_scene_is_deterministic():
+    a = synth.render_scene(builtin_face(), np.random.default_rng([7, 1, 2]))
+    b = synth.render_scene(builtin_face(), np.random.default_rng([7, 1, 2]))
+    assert np.array_equal(a.image, b.image) and np.array_equal(a.landmarks, b.landmarks)
+    c = synth.render_scene(builtin_face(), np.random.default_rng([7, 1, 3]))
+    assert not np.array_equal(a.image, c.image)
+
+
+def test_generated_tree_reads_back_with_the_real_readers(tiny_synth):
+    train = datasets.load_dataset("300w", tiny_synth, "train")
+    test = datasets.load_dataset("300w", tiny_synth, "test")
+    indoor = datasets.load_dataset("300w", tiny_synth, "indoor")
+    lp = datasets.load_dataset("300w-lp", tiny_synth, "train")
+    helen = datasets.load_dataset("helen", tiny_synth, "test")
+    assert (len(train), len(test), len(indoor), len(lp), len(helen)) == (6, 4, 2, 6, 2)
+    for s in train + test + helen:
+        assert s.landmarks.shape == (68, 2) and np.isfinite(s.landmarks).all()
+        img = s.image()
+        assert img.shape == (synth.IMAGE_SIZE, synth.IMAGE_SIZE, 3) and img.dtype == np.uint8
+    assert all("fitting" in s.extras for s in lp + test + helen)
+    manifest = synth.read_manifest(tiny_synth)
+    assert manifest["counts"] == {"train": 6, "test": 4, "helen": 2}
+    problems, counts = datasets.check_tree(tiny_synth)
+    assert problems == [] and counts["mat"] == 12
+
+
+def test_landmarks_are_projections_of_the_fitted_template(tiny_synth):
+    for s in datasets.load_dataset("300w", tiny_synth, "test"):
+        fitting = datasets.read_fitting(s.extras["fitting"])
+        verts = groundtruth.posed_vertices(fitting, builtin_face(), synth.IMAGE_SIZE)
+        proj = verts[builtin_face().landmarks, :2]
+        # .pts keeps 6 decimals and Pose_Para is float32 on disk, as in real 300W-LP files.
+        assert np.abs(proj - s.landmarks).max() < 0.01
+
+
+def test_dense_gt_reads_back_visible_landmarks(tiny_synth):
+    """The rendered UV field puts each visible landmark's UV within ~1 px of its projection."""
+    template = builtin_face()
+    errors = []
+    for s in datasets.load_dataset("300w", tiny_synth, "test"):
+        fitting = datasets.read_fitting(s.extras["fitting"])
+        verts = groundtruth.posed_vertices(fitting, template, synth.IMAGE_SIZE)
+        raster = rasterize.rasterize(verts, template.triangles, template.uv, synth.IMAGE_SIZE, synth.IMAGE_SIZE)
+        gt = groundtruth.dense_gt(s, template)
+        lm = template.landmarks
+        seen = rasterize.visible_vertices(verts[lm], raster.depth, tol=0.5, margin=1, max_step=3)
+        if seen.sum() == 0:
+            continue
+        err = rasterize.uv_readback_error(gt.u, gt.v, gt.mask, verts, template.uv, lm[seen])
+        errors.append(err)
+    errors = np.concatenate(errors)
+    assert len(errors) > 50
+    assert np.median(errors) <= 1.0 and np.percentile(errors, 90) <= 1.5
+
+
+def test_dense_gt_needs_a_fitting(tiny_synth):
+    s = datasets.load_dataset("300w", tiny_synth, "train")[0]
+    s.extras.pop("fitting", None)
+    with pytest.raises(ValueError, match="no 3D fitting"):
+        groundtruth.dense_gt(s)
+
+
+def test_ensure_synthetic_reuses_a_complete_benchmark(tiny_synth, monkeypatch):
+    called = []
+    monkeypatch.setattr(synth, "generate", lambda *a, **k: called.append(1))
+    root = synth.ensure_synthetic(tiny_synth, seed=3, counts={"train": 6, "test": 4, "helen": 2})
+    assert root == tiny_synth and not called
+
+
+def test_preview_grid(tiny_synth, tmp_path):
+    out = synth.preview(tiny_synth, tmp_path / "grid.png", n=4)
+    img = datasets.read_image(out)
+    assert img.shape[0] == 2 * synth.IMAGE_SIZE and img.shape[1] == 4 * synth.IMAGE_SIZE
