@@ -80,7 +80,8 @@ def test_table2_has_paper_ours_and_difference(results, tmp_path):
     assert "| DenseReg+MDM" in md and "0.5219" in md
 
     text = readme.read_text()
-    assert text.startswith("# project\n\nbefore\n<!-- results:start -->\n") and text.endswith("<!-- results:end -->\nafter\n")
+    assert text.startswith("# project\n\nbefore\n<!-- results:start -->\n")
+    assert text.endswith("<!-- results:end -->\nafter\n")
     section = text[text.index("<!-- results:start -->"):text.index("<!-- results:end -->")]
     assert "stale" not in section and "Table 2" in section and "0.5219" in section
     assert "![fig7_300w_synthetic](results/figures/fig7_300w_synthetic.png)" in section

@@ -127,6 +127,19 @@ def test_mean_shape_end_to_end_writes_row_and_errors(data, tmp_path, capsys):
     assert "auc_0.1" in out and "mean-shape" in out  # the row printed as a table
 
 
+def test_synthetic_source_is_recorded(tmp_path, monkeypatch):
+    from densereg import synth
+
+    root = make_300w_tree(tmp_path / "synthetic")
+    monkeypatch.setattr(synth, "ensure_synthetic", lambda: root)  # the generator itself is tested elsewhere
+    monkeypatch.setenv("DENSEREG_DATA", str(root))  # present, yet --source synthetic must win
+    results = tmp_path / "results"
+    assert run_cli("300w", "--init", "mean-shape", "--source", "synthetic", "--results", results) == 0
+    row = read_row(results)[0][0]
+    assert row["source"] == "synthetic" and row["errors"] == "errors/300w_test_mean-shape_none_synthetic.csv"
+    assert run_cli("ears", "--init", "mean-shape", "--source", "synthetic", "--results", results) == 2
+
+
 def test_indoor_split_and_limit_tag(data, tmp_path):
     results = tmp_path / "results"
     assert run_cli("300w", "--init", "mean-shape", "--split", "indoor", "--limit", "2", "--results", results) == 0
@@ -210,6 +223,19 @@ def test_boxes_dir_initialiser(data, tmp_path):
     assert by_name["02_Outdoor/outdoor_003"]["status"] == "miss"
     assert float(by_name["01_Indoor/indoor_001"]["error"]) < 0.1
     assert run_cli("300w", "--init", f"boxes:{tmp_path / 'nowhere'}", "--results", results) == 2
+
+
+def test_boxes_dir_reads_the_real_300w_box_files(data, tmp_path, real_fixtures):
+    """The MDM 300-W test boxes (real files) are found by stem; faces annotated inside them are not missed."""
+    box_dir = real_fixtures / "300W" / "boxes" / "300w"
+    unit = (BASE - BASE.min(0)) / (BASE.max(0) - BASE.min(0))
+    for s in ds.load_dataset("300w", data, "test"):
+        x0, y0, x1, y1 = ds.read_box_pts(box_dir / f"{Path(s.name).name}.pts")
+        ds.write_pts(s.image_path.with_suffix(".pts"), [x0, y0] + unit * [x1 - x0, y1 - y0])
+    results = tmp_path / "results"
+    assert run_cli("300w", "--init", f"boxes:{box_dir}", "--results", results) == 0
+    row = read_row(results)[0][0]
+    assert row["misses"] == "0" and float(row["failure_0.1"]) == 0.0
 
 
 # ------------------------------------------------------------------------------------------------------------
