@@ -39,26 +39,51 @@ setup_venv
 PY=.venv/bin/python
 export PYTHONHASHSEED=0
 
-source_line() {
-  if [ -n "${DENSEREG_DATA:-}" ]; then echo "data source: real (\$DENSEREG_DATA=$DENSEREG_DATA) where present"
-  else echo "data source: SYNTHETIC embedded benchmark (set DENSEREG_DATA for real data)"; fi
+# Real data when $DENSEREG_DATA holds the dataset's folder, else the synthetic benchmark (said, never silent).
+pick_source() {  # $1 = folder under $DENSEREG_DATA that the target needs
+  if [ -n "${DENSEREG_DATA:-}" ] && [ -d "$DENSEREG_DATA/$1" ]; then SRC=real; PRESET=${PRESET:-paper}
+  else SRC=synthetic; PRESET=${PRESET:-cpu}; fi
 }
+banner() { echo "[$target] data source: $SRC (preset $PRESET)$( [ "$SRC" = synthetic ] && echo ' -- the embedded SYNTHETIC benchmark, not the real datasets; set DENSEREG_DATA for real data')"; }
 
 not_yet() {  # a target whose pieces are not built yet: say so, never print a fake table
   echo "not implemented yet: $1" >&2
   exit 3
 }
 
+train_densereg() {
+  $PY -m densereg.train --preset "$PRESET" --source "$SRC" --out "runs/$SRC/densereg-$PRESET"
+}
+
+# The initialiser x fitter grid of Table 2 / Fig. 7 (mean-shape: oracle GT-box baseline, labelled as such).
+TABLE2_PAIRS="densereg:none densereg:aam densereg:mdm hog-svm:aam hog-svm:mdm dpm:aam dpm:mdm mean-shape:none"
+
 case "$target" in
   test)      exec $PY -m pytest -q -m "not slow" "$@" ;;
   test-all)  exec $PY -m pytest -q "$@" ;;
   data)      exec $PY -m densereg.synth "$@" ;;
-  bench)     $PY -m densereg.rasterize --bench "$@" ;;
+  bench)     $PY -m densereg.rasterize --bench
+             $PY -m densereg.landmarks --bench ;;
+  table2|fig7)
+    pick_source 300W; banner
+    start=$(date +%s)
+    train_densereg
+    for pair in $TABLE2_PAIRS; do
+      $PY -m benchmarks.run 300w --source "$SRC" --preset "$PRESET" --init "${pair%%:*}" --fitter "${pair##*:}" \
+        --workers "${WORKERS:-2}" "$@"
+    done
+    $PY -m benchmarks.report
+    echo "[$target] done in $(( $(date +%s) - start )) s; tables in results/table2.md, curves in results/figures/"
+    banner ;;
+  fig5)
+    pick_source 300W_LP; banner
+    start=$(date +%s)
+    $PY -m benchmarks.kablation --source "$SRC" --preset "$PRESET" "$@"
+    $PY -m benchmarks.report
+    echo "[$target] done in $(( $(date +%s) - start )) s; results/fig5.md, results/figures/fig5_$SRC.png"
+    banner ;;
   table1)    not_yet "issue 7 (Helen segmentation: DenseReg transfer vs DeepLab-v2)" ;;
-  table2)    not_yet "issue 6 (initialisers and fitters), after issues 4 and 5" ;;
   table3)    not_yet "300VW tracking (no issue filed yet)" ;;
   table4)    not_yet "ear landmarks (no issue filed yet)" ;;
-  fig5)      not_yet "issue 4 (K ablation)" ;;
-  fig7)      not_yet "issue 6 (CED panels)" ;;
-  all)       for t in table1 table2 table3 table4 fig5 fig7; do ./reproduce.sh "$t" || true; done ;;
+  all)       for t in table2 fig5 table1 table3 table4; do ./reproduce.sh "$t" || true; done ;;
 esac

@@ -120,9 +120,9 @@ class DPMConfig:
 # Named overrides of DPMConfig. "cpu" trains in about three minutes on ~3000 256×256 images on two cores.
 PRESETS = {
     "paper": {},
-    "cpu": {"interval": 5, "n_parts": 6, "max_positives": 700, "random_negatives": 1500,
-            "neg_images_per_round": 150, "neg_cache": 4000, "root_mining_rounds": 1, "latent_iterations": 1,
-            "part_mining_rounds": 2, "bbox_samples": 300, "svm_epochs": 60},
+    "cpu": {"interval": 5, "n_parts": 6, "max_positives": 500, "random_negatives": 1500,
+            "neg_images_per_round": 100, "neg_cache": 4000, "root_mining_rounds": 1, "latent_iterations": 1,
+            "part_mining_rounds": 1, "bbox_samples": 200, "svm_epochs": 60},
 }
 
 
@@ -329,15 +329,29 @@ class FeaturePyramid:
 
 
 def correlate(fmap, filters):
-    """Valid cross-correlation of a ``(H, W, D)`` map with ``(F, fh, fw, D)`` filters → ``(F, H-fh+1, W-fw+1)``."""
+    """Valid cross-correlation of a ``(H, W, D)`` map with ``(F, fh, fw, D)`` filters → ``(F, H-fh+1, W-fw+1)``.
+
+    Many filters (the parts): one matrix product on the unrolled windows. Few filters (a root): one product per
+    filter row on the map as it lies in memory, shifted and summed, which avoids unrolling large windows.
+    """
     n, fh, fw, d = filters.shape
-    ho, wo = fmap.shape[0] - fh + 1, fmap.shape[1] - fw + 1
+    rows, cols = fmap.shape[:2]
+    ho, wo = rows - fh + 1, cols - fw + 1
     if ho <= 0 or wo <= 0 or n == 0:
         return np.zeros((n, max(ho, 0), max(wo, 0)), np.float32)
-    windows = np.lib.stride_tricks.sliding_window_view(fmap, (fh, fw), axis=(0, 1))  # (ho, wo, d, fh, fw)
-    columns = windows.reshape(ho * wo, d * fh * fw)
-    weights = filters.transpose(0, 3, 1, 2).reshape(n, -1)
-    return (columns @ weights.T).T.reshape(n, ho, wo)
+    fmap = np.ascontiguousarray(fmap, dtype=np.float32)
+    if n >= 4:
+        windows = np.lib.stride_tricks.sliding_window_view(fmap, (fh, fw), axis=(0, 1))  # (ho, wo, d, fh, fw)
+        columns = windows.transpose(0, 1, 3, 4, 2).reshape(ho * wo, fh * fw * d)
+        return (columns @ filters.reshape(n, -1).T).T.reshape(n, ho, wo)
+    per_row = filters.transpose(1, 3, 2, 0).reshape(fh, d, fw * n)   # filter row dy → (d, fw·n)
+    flat = fmap.reshape(rows * cols, d)
+    out = np.zeros((ho, wo, n), np.float32)
+    for dy in range(fh):
+        products = (flat[dy * cols:(dy + ho) * cols] @ per_row[dy]).reshape(ho, cols, fw, n)
+        for dx in range(fw):
+            out += products[:, dx:dx + wo, dx]
+    return out.transpose(2, 0, 1)
 
 
 # ----------------------------------------------------------------------------------------------------------------

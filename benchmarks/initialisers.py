@@ -284,6 +284,62 @@ def boxes_factory(directory, ctx, min_iou=MIN_IOU):
     return boxes
 
 
+def densereg_checkpoint(ctx):
+    """The DenseReg checkpoint a run uses: ``--checkpoint`` or ``runs/<source>/densereg-<preset>/last.pt``.
+
+    A missing default checkpoint is trained first (the command is printed), so a fresh clone works end to end.
+    """
+    from densereg import train
+
+    if ctx.checkpoint is not None:
+        return Path(ctx.checkpoint)
+    preset = ctx.preset if ctx.preset in train.PRESETS else ("cpu" if ctx.source == "synthetic" else "paper")
+    out = Path(ctx.runs_dir) / f"densereg-{preset}"
+    path = out / "last.pt"
+    cfg = train.make_config(preset, source=ctx.source, root=str(ctx.root))
+    done = path.is_file() and train.read_checkpoint(path)["step"] >= cfg.iterations
+    if not done:
+        import sys
+
+        print(f"[densereg] training the {preset} model into {out} (python -m densereg.train --preset {preset} "
+              f"--source {ctx.source} --out {out})", file=sys.stderr)
+        train.train(cfg, out)
+    return path
+
+
+def shape_model(ctx):
+    """The PCA shape model of the training annotations (Sec. 4.3 refinement), cached under ``runs_dir``."""
+    from densereg import landmarks
+
+    path = Path(ctx.runs_dir) / f"shape_model_{ctx.dataset}.npz"
+    if path.is_file():
+        return landmarks.ShapeModel.load(path)
+    model = landmarks.ShapeModel.fit(np.stack([s.landmarks for s in ctx.train_samples()]))
+    Path(ctx.runs_dir).mkdir(parents=True, exist_ok=True)
+    model.save(path)
+    return model
+
+
+def densereg_factory(ctx, refine=True):
+    """``densereg``: dense UV field → landmark read-out in the evaluated face's region → PCA refinement.
+
+    ``densereg-raw`` (``refine=False``) keeps the raw read-out; points never found (self-occluded) are filled
+    from the mean shape aligned to the found ones.
+    """
+    from densereg import groundtruth, infer, landmarks, train
+
+    model, cfg = train.load_model(densereg_checkpoint(ctx))
+    model.to(ctx.torch_device())
+    template = groundtruth.template_for("builtin" if cfg.source == "synthetic" else "bfm")
+    pca = shape_model(ctx) if refine else None
+
+    def densereg(image, box):
+        est = infer.predict(model, image, image_scale=cfg.image_scale)
+        return landmarks.landmarks_from_uv(est, template, np.asarray(box, float), shape_model=pca)
+
+    return densereg
+
+
 def not_implemented(name, where):
     """A placeholder factory for a method that is registered by name but not built yet."""
 
@@ -296,8 +352,8 @@ def not_implemented(name, where):
 
 INITIALISERS = {
     "mean-shape": mean_shape_factory,  # oracle: the evaluated face's GT box; a lower baseline
-    "densereg": not_implemented("densereg", "issue 6: densereg.landmarks read-out + PCA refinement"),
-    "densereg-raw": not_implemented("densereg-raw", "issue 6: densereg.landmarks raw read-out"),
+    "densereg": densereg_factory,
+    "densereg-raw": lambda ctx: densereg_factory(ctx, refine=False),
     "hog-svm": not_implemented("hog-svm", "issue 6: dlib HOG+SVM detector + BoxToShape"),
     "dpm": not_implemented("dpm", "issue 6: benchmarks/dpm.py + BoxToShape"),
 }

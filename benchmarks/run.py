@@ -26,8 +26,9 @@ dataset's folder exists there, and otherwise the command stops with the expected
 ``--source synthetic`` option: it never switches source silently. ``--source synthetic`` generates the
 embedded benchmark on first use (``densereg.synth.ensure_synthetic``).
 
-``--workers N`` evaluates images in N forked processes; each builds the methods once, every image is seeded
-from (seed, its index) and results are kept in sample order, so the output does not depend on N.
+``--workers N`` evaluates images in N forked processes that inherit the methods built once in the parent
+(so anything a method trains on first use is trained once); every image is seeded from (seed, its index) and
+results are kept in sample order, so the output does not depend on N.
 ``seconds_per_image`` is the mean time of init + fit per image (image decoding excluded), whatever N.
 """
 
@@ -220,26 +221,18 @@ def method_device(ctx):
     return provenance.device_description(device)
 
 
-_WORKER = {}  # per worker process: the job, the built methods, or the error that building them raised
+_WORKER = {}  # the job and the built methods, set in the parent before forking so workers inherit them
 
 
-def _worker_init(job):
+def _worker_init():
     import cv2
 
     cv2.setNumThreads(1)  # N workers on N cores; inner thread pools would oversubscribe them
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(1)
-    _WORKER["job"] = job
-    try:
-        _WORKER["methods"] = build_methods(job["init"], job["fitter"], job["ctx"])
-        _WORKER["device"] = method_device(job["ctx"])
-    except Exception as e:  # re-raised by the first task, so the parent stops with the reason
-        _WORKER["error"] = e
 
 
 def _worker_task(index):
-    if "error" in _WORKER:
-        raise _WORKER["error"]
     job = _WORKER["job"]
     seed_everything(job["seed"], index)
     result = evaluate_sample(job["samples"][index], *_WORKER["methods"], job["norm"])
@@ -265,9 +258,11 @@ def evaluate(samples, init_spec, fitter_spec, ctx, norm, workers=1, seed=0, prog
             results.append(evaluate_sample(sample, init, fit, norm))
             bar.update()
     else:
-        job = {"init": init_spec, "fitter": fitter_spec, "ctx": ctx, "samples": samples, "norm": norm,
-               "seed": seed}
-        with multiprocessing.get_context("fork").Pool(workers, initializer=_worker_init, initargs=(job,)) as pool:
+        # Build (and, when missing, train) the methods once here; the forked workers inherit them.
+        _WORKER["methods"] = build_methods(init_spec, fitter_spec, ctx)
+        _WORKER["device"] = method_device(ctx)
+        _WORKER["job"] = {"samples": samples, "norm": norm, "seed": seed}
+        with multiprocessing.get_context("fork").Pool(workers, initializer=_worker_init) as pool:
             for result in pool.imap(_worker_task, range(len(samples)), chunksize=1):
                 results.append(result)
                 bar.update()
