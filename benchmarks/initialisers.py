@@ -335,7 +335,8 @@ def densereg_factory(ctx, refine=True):
 
     def densereg(image, box):
         est = infer.predict(model, image, image_scale=cfg.image_scale)
-        return landmarks.landmarks_from_uv(est, template, np.asarray(box, float), shape_model=pca)
+        points = landmarks.landmarks_from_uv(est, template, np.asarray(box, float), shape_model=pca)
+        return None if np.isnan(points).all() else points   # no face found in the region: a miss
 
     return densereg
 
