@@ -27,6 +27,36 @@ def none_factory(ctx):
     return none
 
 
+def aam_factory(ctx):
+    """``aam``: menpofit's patch AAM, Wiberg inverse-compositional Lucas-Kanade, trained on the training split.
+
+    Cached as ``runs/<source>/aam.pkl`` (built on first use; ``python -m benchmarks.aam train`` builds it too).
+    """
+    from benchmarks import aam
+
+    path = ctx.artefact_dir() / "aam.pkl"
+    if not path.is_file():
+        return aam.train_aam(ctx.train_samples(), path)
+    return aam.AAMFitter.load(path)
+
+
+def mdm_factory(ctx):
+    """``mdm``: the Mnemonic Descent Method (PyTorch), trained on the training split from perturbed boxes.
+
+    Cached as ``runs/<source>/mdm/mdm.pt`` (trained on first use, resumable; ``python -m benchmarks.mdm train``
+    builds it too). The preset follows the run's: ``cpu`` on the synthetic default, ``paper`` otherwise.
+    """
+    from benchmarks import mdm
+
+    preset = ctx.preset if ctx.preset in mdm.PRESETS else ("cpu" if ctx.source == "synthetic" else "paper")
+    out = ctx.artefact_dir(f"mdm-{preset}")
+    path = out / "mdm.pt"
+    config = mdm.make_config(preset)
+    if not path.is_file() or mdm.load_checkpoint(path)["step"] < config.iterations:
+        mdm.train_mdm(ctx.train_samples(), out, config)
+    return mdm.MDMFitter.load(path)
+
+
 def not_implemented(name, where):
     """A placeholder factory for a fitter registered by name but not built yet."""
 
@@ -39,8 +69,8 @@ def not_implemented(name, where):
 
 FITTERS = {
     "none": none_factory,
-    "aam": not_implemented("aam", "issue 6: menpofit patch AAM, Wiberg inverse-compositional"),
-    "mdm": not_implemented("mdm", "issue 6: benchmarks/mdm.py, Mnemonic Descent Method"),
+    "aam": aam_factory,
+    "mdm": mdm_factory,
 }
 
 # Fitters spelt PREFIX:ARG (none yet); the factory is called as factory(ARG, ctx).

@@ -34,7 +34,11 @@ def train_for_k(K: int, source: str, preset: str, runs: Path, iterations: int | 
     variant = "regression" if K == 1 else "q+r"
     cfg = train.make_config(preset, K=K, variant=variant, source=source, iterations=iterations,
                             root=str(root) if root else None)
-    out = runs / source / "fig5" / f"K{K}-{preset}"
+    main_cfg = train.make_config(preset, source=source, iterations=iterations, root=str(root) if root else None)
+    if cfg == main_cfg:   # the main DenseReg model (K = 10, q+r) is this K's model: reuse it, do not retrain
+        out = runs / source / f"densereg-{preset}"
+    else:
+        out = runs / source / "fig5" / f"K{K}-{preset}"
     start = time.perf_counter()
     ckpt = train.train(cfg, out)
     return ckpt, time.perf_counter() - start
