@@ -257,8 +257,7 @@ def test_missing_real_data_names_layout_and_synthetic_option(tmp_path, monkeypat
     (("--init", "nonsense"), "valid: densereg, densereg-raw, dpm, hog-svm, mean-shape, boxes:ARG"),
     (("--init", "mean-shape", "--fitter", "nope"), "unknown fitter 'nope'; valid: aam, mdm, none"),
     (("--init", "no_such_module_xyz:f"), "cannot import module 'no_such_module_xyz'"),
-    (("--init", "densereg"), "issue 6"),
-    (("--init", "mean-shape", "--fitter", "mdm"), "issue 6"),
+    (("--init", "densereg", "--checkpoint", "/nonexistent/last.pt"), "/nonexistent/last.pt: checkpoint not found"),
     (("--init", "mean-shape", "--split", "nope"), "unknown 300w split 'nope'"),
 ])
 def test_user_errors_are_clear(data, tmp_path, capsys, argv, message):
@@ -266,9 +265,10 @@ def test_user_errors_are_clear(data, tmp_path, capsys, argv, message):
     assert message in capsys.readouterr().err
 
 
-def test_placeholder_fails_in_workers_too(data, tmp_path, capsys):
-    assert run_cli("300w", "--init", "hog-svm", "--workers", "2", "--results", tmp_path / "results") == 2
-    assert "issue 6" in capsys.readouterr().err
+def test_method_build_errors_stop_multi_worker_runs_too(data, tmp_path, capsys):
+    assert run_cli("300w", "--init", "densereg", "--checkpoint", "/nonexistent/last.pt", "--workers", "2",
+                   "--results", tmp_path / "results") == 2
+    assert "checkpoint not found" in capsys.readouterr().err
 
 
 def test_helen_names_issue_7(data, tmp_path, capsys):
@@ -341,8 +341,6 @@ def test_registries_are_factories_and_lookup_names_keys(tmp_path):
     assert np.array_equal(get_fitter("none", ctx)(None, shape), shape)
     assert set(FITTERS) >= {"none", "aam", "mdm"}
     assert set(inits.INITIALISERS) >= {"mean-shape", "densereg", "densereg-raw", "hog-svm", "dpm"}
-    with pytest.raises(NotImplementedError, match="issue 6"):
-        inits.get_initialiser("dpm", ctx)
     with pytest.raises(KeyError, match="boxes:ARG"):
         inits.get_initialiser("gt-box", ctx)
     assert ctx.artefact_dir("mdm", "300w").is_dir()
