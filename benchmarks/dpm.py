@@ -43,6 +43,7 @@ import os
 import sys
 import tempfile
 import time
+import zipfile
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -51,10 +52,13 @@ import cv2
 import numba
 import numpy as np
 
+from densereg.datasets import DATASETS, load_dataset, read_image
+
 FEATURE_DIM = 32        # 31 HOG channels + 1 "outside the image" indicator
 HOG_TRUNCATION = 0.2    # Felzenszwalb et al.'s clipping of block-normalised histograms
-PART_MARGIN = 2         # extra part-level cells padded around every part map (see _part_map_offset)
+PART_MARGIN = 2         # extra part-level cells padded around every part map (see FeaturePyramid.part_map)
 FORMAT_VERSION = 1      # bump when the saved file's layout changes
+PLACEMENT_MARGIN = 2    # root cells scanned around a training face's candidate windows (room for parts)
 MIN_QUADRATIC_DEFORMATION = 0.01  # lower bound on dx², dy² weights (keeps the distance transform well posed)
 
 
@@ -75,6 +79,7 @@ class DPMConfig:
         n_parts: parts per component.
         svm_c: hinge-loss weight C of each component's SVM (``½|w|² + C Σ hinge``).
         svm_epochs: maximum passes of dual coordinate descent.
+        svm_tol: stop when the spread of the projected gradient over an epoch is below this (liblinear's test).
         bias_feature: constant appended to every feature vector; its weight is the component bias.
         max_positives: at most this many training faces (before mirroring) are used.
         random_negatives: warped random negative windows per component for the first root training.
@@ -100,6 +105,7 @@ class DPMConfig:
     n_parts: int = 8
     svm_c: float = 0.01
     svm_epochs: int = 100
+    svm_tol: float = 0.05
     bias_feature: float = 10.0  # as in Felzenszwalb et al.'s code, so the bias is only lightly regularised
     max_positives: int = 4000
     random_negatives: int = 4000
@@ -117,7 +123,10 @@ class DPMConfig:
     seed: int = 0
 
 
-# Named overrides of DPMConfig. "cpu" trains in about three minutes on ~3000 256×256 images on two cores.
+# Named overrides of DPMConfig. "paper" keeps Felzenszwalb et al.'s scale (10 levels per octave, 8 parts, every
+# face, two mining rounds per stage). "cpu" fits the two-core budget: its cost is bounded by max_positives and
+# neg_images_per_round, not by the size of the split (about 65 s CPU on 256×256 synthetic images, 2.5 min wall
+# on the shared machine), and it detects in about 0.1 s per 256×256 image.
 PRESETS = {
     "paper": {},
     "cpu": {"interval": 5, "n_parts": 6, "max_positives": 500, "random_negatives": 1500,
@@ -141,18 +150,17 @@ _VV = np.sin(np.arange(9) * np.pi / 9)
 
 
 @numba.njit(cache=True)
-def _orientation_histograms(img, sbin, uu, vv):
-    """Per-cell 18-bin gradient histograms, bilinearly spread over the 4 nearest cells.
+def _gradients(img, uu, vv):
+    """Per-pixel gradient magnitude and orientation bin (0-17) of the strongest colour channel.
 
-    Each pixel takes the gradient of the colour channel with the largest magnitude, snapped to the nearest of 18
-    directions (0 = pointing to +x, i.e. dark-to-bright left to right; 9 = the opposite).
+    Orientation ``o`` is the nearest of 18 directions, ``o·20°`` from +x with y pointing down (0 = dark-to-bright
+    left to right, 9 = the opposite). The one-pixel image border has no centred gradient and gets magnitude 0.
     """
     h, w, nch = img.shape
-    cy = int(round(h / sbin))
-    cx = int(round(w / sbin))
-    hist = np.zeros((cy, cx, 18), np.float32)
-    for y in range(1, min(cy * sbin, h) - 1):
-        for x in range(1, min(cx * sbin, w) - 1):
+    mag = np.zeros((h, w), np.float32)
+    ori = np.zeros((h, w), np.int64)
+    for y in range(1, h - 1):
+        for x in range(1, w - 1):
             best_v = -1.0
             gx = 0.0
             gy = 0.0
@@ -170,23 +178,39 @@ def _orientation_histograms(img, sbin, uu, vv):
                     best_dot, best_o = dot, o
                 elif -dot > best_dot:
                     best_dot, best_o = -dot, o + 9
-            mag = math.sqrt(best_v)
-            xp = (x + 0.5) / sbin - 0.5
-            yp = (y + 0.5) / sbin - 0.5
-            ixp = int(math.floor(xp))
-            iyp = int(math.floor(yp))
-            vx0 = xp - ixp
-            vy0 = yp - iyp
-            for oy in range(2):
-                yy = iyp + oy
-                wy = vy0 if oy else 1.0 - vy0
-                if yy < 0 or yy >= cy:
-                    continue
-                for ox in range(2):
-                    xx = ixp + ox
-                    wx = vx0 if ox else 1.0 - vx0
-                    if 0 <= xx < cx:
-                        hist[yy, xx, best_o] += wy * wx * mag
+            mag[y, x] = math.sqrt(best_v)
+            ori[y, x] = best_o
+    return mag, ori
+
+
+@numba.njit(cache=True)
+def _orientation_histograms(mag, ori, sbin):
+    """Per-cell 18-bin histograms of gradient magnitude, each pixel spread bilinearly over its 4 nearest cells."""
+    h, w = mag.shape
+    cy = int(round(h / sbin))
+    cx = int(round(w / sbin))
+    hist = np.zeros((cy, cx, 18), np.float32)
+    for y in range(1, min(cy * sbin, h) - 1):
+        p = (y + 0.5) / sbin - 0.5
+        iy = int(math.floor(p))
+        fy = p - iy
+        for x in range(1, min(cx * sbin, w) - 1):
+            m = mag[y, x]
+            o = ori[y, x]
+            q = (x + 0.5) / sbin - 0.5
+            ix = int(math.floor(q))
+            fx = q - ix
+            top, bottom = (1.0 - fy) * m, fy * m
+            if iy >= 0:
+                if ix >= 0:
+                    hist[iy, ix, o] += (1.0 - fx) * top
+                if ix + 1 < cx:
+                    hist[iy, ix + 1, o] += fx * top
+            if iy + 1 < cy:
+                if ix >= 0:
+                    hist[iy + 1, ix, o] += (1.0 - fx) * bottom
+                if ix + 1 < cx:
+                    hist[iy + 1, ix + 1, o] += fx * bottom
     return hist
 
 
@@ -234,12 +258,13 @@ def _normalise_histograms(hist, truncation):
     return feat
 
 
-def hog_features(image, sbin=8):
+def hog_features(image, sbin=8, gradients=None):
     """Felzenszwalb's 31-dimensional HOG of an image.
 
     Args:
         image: ``H×W×3`` (or ``H×W``) array, uint8 or float; values only matter up to a contrast scale.
         sbin: cell size in pixels.
+        gradients: ``image_gradients(image)`` when already computed (the pyramid bins one image at two sizes).
 
     Returns:
         ``(round(H/sbin) - 2, round(W/sbin) - 2, 31)`` float32: channels 0-17 contrast-sensitive orientations
@@ -247,13 +272,18 @@ def hog_features(image, sbin=8):
         orientations (``o mod 9``), 27-30 gradient energy in each of the 4 normalising blocks. Cell ``i`` covers
         pixels ``[(i+1)·sbin, (i+2)·sbin)`` (the outermost cells lack a full neighbourhood and are dropped).
     """
+    mag, ori = image_gradients(image) if gradients is None else gradients
+    return _normalise_histograms(_orientation_histograms(mag, ori, sbin), HOG_TRUNCATION)
+
+
+def image_gradients(image):
+    """``(magnitude, orientation bin)`` per pixel, the input of :func:`hog_features`."""
     img = np.asarray(image, dtype=np.float32)
     if img.ndim == 2:
         img = img[:, :, None]
     if img.shape[0] < 3 or img.shape[1] < 3:
         raise ValueError(f"image {img.shape[:2]} too small for HOG")
-    return _normalise_histograms(_orientation_histograms(np.ascontiguousarray(img), sbin, _UU, _VV),
-                                 HOG_TRUNCATION)
+    return _gradients(np.ascontiguousarray(img), _UU, _VV)
 
 
 def _with_indicator(feat):
@@ -275,27 +305,58 @@ class FeaturePyramid:
         self.image = np.asarray(image, dtype=np.float32)
         self.interval, self.sbin, self.pad = interval, sbin, pad
         self.height, self.width = self.image.shape[:2]
-        self._hog, self._root, self._part = {}, {}, {}
+        self._hog, self._root, self._part, self._images, self._gradients = {}, {}, {}, {}, {}
+
+    def _geometry(self, k):
+        """``(sbin, scaled height, scaled width)`` of map ``k``: each octave halves the one above it."""
+        base, sbin = (k, self.sbin) if k >= 0 else (k + self.interval, self.sbin // 2)
+        h, w = self._size(base)
+        return sbin, h, w
+
+    def _size(self, base):
+        if base >= self.interval:
+            h, w = self._size(base - self.interval)
+            return max(round(h / 2), 1), max(round(w / 2), 1)
+        scale = 2.0 ** (-base / self.interval)
+        return max(round(self.height * scale), 1), max(round(self.width * scale), 1)
+
+    def scaled_image(self, base):
+        """The image resized for root level ``base``: the first octave from the original, later ones by halving."""
+        if base not in self._images:
+            h, w = self._size(base)
+            if (h, w) == (self.height, self.width):
+                img = self.image
+            else:
+                src = self.scaled_image(base - self.interval) if base >= self.interval else self.image
+                img = cv2.resize(src, (w, h), interpolation=cv2.INTER_AREA)
+            self._images[base] = img
+        return self._images[base]
+
+    def steps(self, k):
+        """``(step_y, step_x)``: image pixels per cell of map ``k`` (cheap; computes no features)."""
+        sbin, h, w = self._geometry(k)
+        return sbin * self.height / h, sbin * self.width / w
 
     def hog(self, k):
-        """``(features (h, w, 31), step_y, step_x)`` of map ``k``; steps are image pixels per cell."""
+        """``(features (h, w, 31), step_y, step_x)`` of map ``k``."""
         if k not in self._hog:
-            base, sbin = (k, self.sbin) if k >= 0 else (k + self.interval, self.sbin // 2)
-            scale = 2.0 ** (-base / self.interval)
-            h, w = max(round(self.height * scale), 1), max(round(self.width * scale), 1)
-            img = self.image if (h, w) == (self.height, self.width) else cv2.resize(
-                self.image, (w, h), interpolation=cv2.INTER_AREA)
-            feat = hog_features(img, sbin) if min(h, w) >= 3 * sbin else np.zeros((0, 0, 31), np.float32)
-            self._hog[k] = (feat, sbin * self.height / h, sbin * self.width / w)
+            sbin, h, w = self._geometry(k)
+            base = k if k >= 0 else k + self.interval
+            if min(h, w) < 3 * sbin:   # fewer than one cell after dropping the border
+                feat = np.zeros((0, 0, 31), np.float32)
+            else:
+                if base not in self._gradients:
+                    self._gradients[base] = image_gradients(self.scaled_image(base))
+                feat = hog_features(None, sbin, self._gradients[base])
+            self._hog[k] = (feat,) + self.steps(k)
         return self._hog[k]
 
     def max_level(self, min_cells):
         """Largest root level whose unpadded map is at least ``min_cells = (rows, cols)``."""
         k = -1
         while True:
-            scale = 2.0 ** (-(k + 1) / self.interval)
-            if (round(self.height * scale) / self.sbin - 2 < min_cells[0]
-                    or round(self.width * scale) / self.sbin - 2 < min_cells[1]):
+            h, w = self._size(k + 1)
+            if h / self.sbin - 2 < min_cells[0] or w / self.sbin - 2 < min_cells[1] or (h, w) == (1, 1):
                 return k
             k += 1
 
@@ -328,30 +389,30 @@ class FeaturePyramid:
         return self._part[k]
 
 
-def correlate(fmap, filters):
-    """Valid cross-correlation of a ``(H, W, D)`` map with ``(F, fh, fw, D)`` filters → ``(F, H-fh+1, W-fw+1)``.
-
-    Many filters (the parts): one matrix product on the unrolled windows. Few filters (a root): one product per
-    filter row on the map as it lies in memory, shifted and summed, which avoids unrolling large windows.
-    """
+@numba.njit(cache=True, fastmath=True)
+def _correlate(fmap, filters):
     n, fh, fw, d = filters.shape
-    rows, cols = fmap.shape[:2]
-    ho, wo = rows - fh + 1, cols - fw + 1
+    ho, wo = fmap.shape[0] - fh + 1, fmap.shape[1] - fw + 1
+    out = np.zeros((n, ho, wo), np.float32)
+    for f in range(n):
+        for y in range(ho):
+            for dy in range(fh):
+                for x in range(wo):
+                    s = np.float32(0.0)
+                    for dx in range(fw):
+                        for c in range(d):   # contiguous in both arrays: vectorised
+                            s += fmap[y + dy, x + dx, c] * filters[f, dy, dx, c]
+                    out[f, y, x] += s
+    return out
+
+
+def correlate(fmap, filters):
+    """Valid cross-correlation of a ``(H, W, D)`` map with ``(F, fh, fw, D)`` filters → ``(F, H-fh+1, W-fw+1)``."""
+    n, fh, fw, _ = filters.shape
+    ho, wo = fmap.shape[0] - fh + 1, fmap.shape[1] - fw + 1
     if ho <= 0 or wo <= 0 or n == 0:
         return np.zeros((n, max(ho, 0), max(wo, 0)), np.float32)
-    fmap = np.ascontiguousarray(fmap, dtype=np.float32)
-    if n >= 4:
-        windows = np.lib.stride_tricks.sliding_window_view(fmap, (fh, fw), axis=(0, 1))  # (ho, wo, d, fh, fw)
-        columns = windows.transpose(0, 1, 3, 4, 2).reshape(ho * wo, fh * fw * d)
-        return (columns @ filters.reshape(n, -1).T).T.reshape(n, ho, wo)
-    per_row = filters.transpose(1, 3, 2, 0).reshape(fh, d, fw * n)   # filter row dy → (d, fw·n)
-    flat = fmap.reshape(rows * cols, d)
-    out = np.zeros((ho, wo, n), np.float32)
-    for dy in range(fh):
-        products = (flat[dy * cols:(dy + ho) * cols] @ per_row[dy]).reshape(ho, cols, fw, n)
-        for dx in range(fw):
-            out += products[:, dx:dx + wo, dx]
-    return out.transpose(2, 0, 1)
+    return _correlate(np.ascontiguousarray(fmap, dtype=np.float32), np.ascontiguousarray(filters, dtype=np.float32))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -392,26 +453,29 @@ def _dt1d(src, a, b, dst, arg):
 
 
 @numba.njit(cache=True)
-def _dt2d(values, ax, bx, ay, by):
+def _dt2d(values, ax, bx, ay, by, y0, ny, x0, nx, step):
+    """2-D transform (rows, then columns), evaluated only at rows ``y0 + step·i`` and columns ``x0 + step·j``."""
     h, w = values.shape
     rows = np.empty((h, w))
     argx = np.empty((h, w), np.int64)
-    buf = np.empty(max(h, w))
-    ibuf = np.empty(max(h, w), np.int64)
     for y in range(h):
-        _dt1d(values[y].astype(np.float64), ax, bx, rows[y], argx[y])
-    out = np.empty((h, w))
-    iy = np.empty((h, w), np.int64)
-    ix = np.empty((h, w), np.int64)
+        _dt1d(values[y], ax, bx, rows[y], argx[y])
+    out = np.empty((ny, nx))
+    iy = np.empty((ny, nx), np.int64)
+    ix = np.empty((ny, nx), np.int64)
     col = np.empty(h)
-    for x in range(w):
+    buf = np.empty(h)
+    ibuf = np.empty(h, np.int64)
+    for j in range(nx):
+        x = x0 + step * j
         for y in range(h):
             col[y] = rows[y, x]
-        _dt1d(col, ay, by, buf[:h], ibuf[:h])
-        for y in range(h):
-            out[y, x] = buf[y]
-            iy[y, x] = ibuf[y]
-            ix[y, x] = argx[ibuf[y], x]
+        _dt1d(col, ay, by, buf, ibuf)
+        for i in range(ny):
+            y = y0 + step * i
+            out[i, j] = buf[y]
+            iy[i, j] = ibuf[y]
+            ix[i, j] = argx[ibuf[y], x]
     return out, iy, ix
 
 
@@ -425,21 +489,27 @@ def distance_transform_1d(values, a, b):
     return dst, arg
 
 
-def distance_transform_2d(values, deformation):
+def distance_transform_2d(values, deformation, origin=(0, 0), shape=None, step=1):
     """Best part score for every anchor position under a quadratic deformation cost.
 
     Args:
         values: ``(H, W)`` part filter responses.
         deformation: ``(4,)`` cost weights of ``(dx, dx², dy, dy²)``, displacement = part position − anchor.
+        origin, shape, step: evaluate only at anchors ``origin + step·(i, j)`` for ``(i, j)`` in ``shape``
+            (default: every position). Roots are scanned at half the part resolution, hence ``step = 2``.
 
     Returns:
-        ``(out, iy, ix)``: ``out[p] = max_q values[q] − deformation · (dx, dx², dy, dy²)`` with ``q − p = (dy, dx)``,
-        and the row/column of the maximising ``q``.
+        ``(out, iy, ix)``: ``out[p] = max_q values[q] − deformation · (dx, dx², dy, dy²)`` with
+        ``q − p = (dy, dx)``, and the row/column of the maximising ``q``.
     """
     bx, ax, by, ay = (float(v) for v in deformation)
     if ax <= 0 or ay <= 0:
         raise ValueError(f"quadratic deformation weights must be positive, got {deformation}")
-    return _dt2d(np.ascontiguousarray(values, dtype=np.float64), ax, bx, ay, by)
+    values = np.ascontiguousarray(values, dtype=np.float64)
+    ny, nx = values.shape if shape is None else shape
+    if origin[0] + step * (ny - 1) >= values.shape[0] or origin[1] + step * (nx - 1) >= values.shape[1]:
+        raise ValueError(f"anchors {origin} + {step}·{(ny, nx)} fall outside the {values.shape} response map")
+    return _dt2d(values, ax, bx, ay, by, int(origin[0]), int(ny), int(origin[1]), int(nx), int(step))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -476,7 +546,7 @@ def nms(boxes, scores, iou_threshold, max_keep=None):
 
 def _window_grid(pyr, k, y0_pad, x0_pad, rows, cols, rh, rw):
     """Image boxes ``(rows, cols, 4)`` of root windows whose padded top-left cells start at the given offsets."""
-    _, sy, sx = pyr.hog(k)
+    sy, sx = pyr.steps(k)
     ys = (np.arange(rows) + y0_pad - pyr.pad[0] + 1) * sy
     xs = (np.arange(cols) + x0_pad - pyr.pad[1] + 1) * sx
     out = np.empty((rows, cols, 4))
@@ -564,19 +634,34 @@ class DPMDetector:
 
     # -- scoring ------------------------------------------------------------------------------------------------
 
-    def score_level(self, pyr, k, component_ids=None):
-        """Scores of every root position of level ``k``: ``{c: (score (Ny, Nx), part_y, part_x (P, Ny, Nx))}``.
+    def score_level(self, pyr, k, component_ids=None, region=None):
+        """Scores of root positions of level ``k``: ``{c: (score (Ny, Nx), part_y, part_x (P, Ny, Nx))}``.
 
         ``score = root response + Σ_parts max over placements (part response − deformation cost) + bias``; the
         part positions are the maximisers, in ``pyr.part_map(k)`` cells.
+
+        Args:
+            region: ``(y0, y1, x0, x1)``: score only root positions from ``(y0, x0)`` (padded root-map cells; at
+                least up to ``(y1, x1)``, exclusive); ``score[i, j]`` is then position ``(y0 + i, x0 + j)``. Parts
+                move within the matching part-map window only (used around known faces during training).
         """
-        ids = range(len(self.components)) if component_ids is None else component_ids
+        ids = list(range(len(self.components)) if component_ids is None else component_ids)
         root_map = pyr.root_map(k)
         with_parts = [c for c in ids if self.components[c].n_parts]
+        part_map = pyr.part_map(k) if with_parts else None
+        y0 = x0 = 0
+        if region is not None:
+            y0, y1, x0, x1 = region
+            rh = max(self.components[c].root.shape[0] for c in ids)
+            rw = max(self.components[c].root.shape[1] for c in ids)
+            root_map = root_map[y0:y1 + rh - 1, x0:x1 + rw - 1]
+            if with_parts:   # keeps "root cell y ↔ part cell 2y + anchor + margin" within the crops
+                part_map = part_map[2 * y0:2 * y0 + 2 * root_map.shape[0] + 2 * PART_MARGIN,
+                                    2 * x0:2 * x0 + 2 * root_map.shape[1] + 2 * PART_MARGIN]
         responses = {}
         if with_parts:
             filters = np.concatenate([self.components[c].parts for c in with_parts])
-            stacked = correlate(pyr.part_map(k), filters)
+            stacked = correlate(part_map, filters)
             start = 0
             for c in with_parts:
                 responses[c] = stacked[start:start + self.components[c].n_parts]
@@ -584,19 +669,18 @@ class DPMDetector:
         out = {}
         for c in ids:
             comp = self.components[c]
-            score = correlate(root_map, comp.root[None])[0].astype(np.float64) + comp.bias
-            if score.size == 0:
+            response = correlate(root_map, comp.root[None])[0]
+            if response.size == 0:
                 continue
+            score = response.astype(np.float64) + comp.bias
             ny, nx = score.shape
             part_y = np.zeros((comp.n_parts, ny, nx), np.int64)
             part_x = np.zeros((comp.n_parts, ny, nx), np.int64)
             for p in range(comp.n_parts):
-                best, iy, ix = distance_transform_2d(responses[c][p], comp.deformation[p])
-                ay, ax = comp.anchors[p] + PART_MARGIN
-                rows, cols = slice(ay, ay + 2 * ny - 1, 2), slice(ax, ax + 2 * nx - 1, 2)
-                score += best[rows, cols]
-                part_y[p], part_x[p] = iy[rows, cols], ix[rows, cols]
-            out[c] = (score, part_y, part_x)
+                best, part_y[p], part_x[p] = distance_transform_2d(
+                    responses[c][p], comp.deformation[p], comp.anchors[p] + PART_MARGIN, (ny, nx), 2)
+                score += best
+            out[c] = (score, part_y + 2 * y0, part_x + 2 * x0)
         return out
 
     def _placement_features(self, pyr, k, c, y, x, part_y, part_x):
@@ -621,7 +705,7 @@ class DPMDetector:
         comp = self.components[c]
         inputs = np.ones((len(windows), 1 + 2 * comp.n_parts))
         if comp.n_parts:
-            _, sy, sx = pyr.hog(k - pyr.interval)
+            sy, sx = pyr.steps(k - pyr.interval)
             ph, pw = comp.parts.shape[1:3]
             off_y, off_x = 2 * pyr.pad[0] + PART_MARGIN, 2 * pyr.pad[1] + PART_MARGIN
             cy = (part_y - off_y + 1 + ph / 2) * sy   # (N, P) image coordinates of the part centres
@@ -661,20 +745,26 @@ class DPMDetector:
         h = windows[:, 3] - windows[:, 1]
         return windows + t * np.stack([w, h, w, h], axis=1)
 
-    def detect(self, image, threshold=None, max_detections=50):
+    def detect(self, image, threshold=None, max_detections=50, min_size=None):
         """Face boxes in ``image``, best first.
 
         Args:
             image: ``H×W×3`` uint8 RGB.
             threshold: minimum score (default ``config.detect_threshold``).
             max_detections: keep at most this many after non-maximum suppression.
+            min_size: skip pyramid levels whose windows are all narrower than this many pixels (saves most of
+                the time on large images whose faces are known to be large); default: scan every level.
 
         Returns:
             list of ``(box (4,) float64 (x0, y0, x1, y1) in the landmark-box convention, score)`` sorted by score.
         """
         threshold = self.config.detect_threshold if threshold is None else threshold
         pyr = self.pyramid(image)
-        found = self._candidates(pyr, threshold)
+        levels = range(0, pyr.max_level(self._root_dims()) + 1)
+        if min_size is not None:
+            widest = max(c.root.shape[1] for c in self.components)
+            levels = [k for k in levels if widest * pyr.steps(k)[1] >= min_size]
+        found = self._candidates(pyr, threshold, levels)
         if not found:
             return []
         boxes, scores = [], []
@@ -731,7 +821,7 @@ class DPMDetector:
                 info = json.loads(str(data["info"]))
         except KeyError as e:
             raise ValueError(f"{path}: not a DPM model file (missing array {e})") from None
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, zipfile.BadZipFile) as e:
             if str(path) in str(e):
                 raise
             raise ValueError(f"{path}: unreadable DPM model ({e})") from None
@@ -750,7 +840,7 @@ def _dual_cd_svm(x, y, c, bias_feature, max_epochs, tol, seed):
     an epoch falls below ``tol`` (Hsieh et al., ICML 2008, without shrinking).
     """
     n, d = x.shape
-    np.random.seed(seed)
+    state = seed
     alpha = np.zeros(n)
     w = np.zeros(d)
     wb = 0.0
@@ -762,7 +852,10 @@ def _dual_cd_svm(x, y, c, bias_feature, max_epochs, tol, seed):
         qii[i] = s
     order = np.arange(n)
     for _ in range(max_epochs):
-        np.random.shuffle(order)
+        for i in range(n - 1, 0, -1):   # Fisher-Yates with a 63-bit LCG (numba's np.random is slow to load)
+            state = (state * 6364136223846793005 + 1442695040888963407) & 0x7FFFFFFFFFFFFFFF
+            j = state % (i + 1)
+            order[i], order[j] = order[j], order[i]
         pg_max, pg_min = -np.inf, np.inf
         for i in order:
             s = wb * bias_feature
@@ -791,7 +884,7 @@ def _train_svm(positives, negatives, config, seed):
     """``(w, bias)`` separating two float32 feature matrices."""
     x = np.ascontiguousarray(np.concatenate([positives, negatives]), dtype=np.float32)
     y = np.concatenate([np.ones(len(positives)), -np.ones(len(negatives))])
-    return _dual_cd_svm(x, y, config.svm_c, config.bias_feature, config.svm_epochs, 0.05, seed)
+    return _dual_cd_svm(x, y, config.svm_c, config.bias_feature, config.svm_epochs, config.svm_tol, seed)
 
 
 def _yaw_proxy(landmarks, box):
@@ -806,8 +899,6 @@ def _flip_box(box, width):
 
 
 def _load(image_path, flip):
-    from densereg.datasets import read_image
-
     image = read_image(image_path)
     return np.ascontiguousarray(image[:, ::-1]) if flip else image
 
@@ -834,7 +925,7 @@ class _Trainer:
     def __init__(self, samples, config, progress):
         self.config, self.progress = config, progress
         self.rng = np.random.default_rng(config.seed)
-        self.start = time.perf_counter()
+        self.start, self.start_cpu = time.perf_counter(), time.process_time()
         self.boxes_of = defaultdict(list)   # image path → every annotated box (negatives avoid all of them)
         for s in samples:
             self.boxes_of[Path(s.image_path)].append(np.asarray(s.box, dtype=np.float64))
@@ -853,7 +944,8 @@ class _Trainer:
 
     def log(self, message):
         if self.progress:
-            print(f"[dpm {time.perf_counter() - self.start:6.1f}s] {message}", file=sys.stderr, flush=True)
+            wall, cpu = time.perf_counter() - self.start, time.process_time() - self.start_cpu
+            print(f"[dpm {wall:6.1f}s wall {cpu:6.1f}s cpu] {message}", file=sys.stderr, flush=True)
 
     def gt_boxes(self, path, flip, width):
         boxes = self.boxes_of[path]
@@ -909,11 +1001,11 @@ class _Trainer:
             gts = self.gt_boxes(path, False, w)
             for c, comp in enumerate(self.model.components):
                 rh, rw = comp.root.shape[:2]
-                min_w = rw * cfg.sbin
+                min_w, max_w = rw * cfg.sbin, min(w, h * rw / rh)
                 for _ in range(per_image * 4):
-                    if len(feats[c]) >= cfg.random_negatives or min(h, w) <= min_w:
+                    if len(feats[c]) >= cfg.random_negatives or max_w <= min_w:
                         break
-                    bw = math.exp(self.rng.uniform(math.log(min_w), math.log(min(w, h * rw / rh))))
+                    bw = math.exp(self.rng.uniform(math.log(min_w), math.log(max_w)))
                     bh = bw * rh / rw
                     x0, y0 = self.rng.uniform(0, w - bw), self.rng.uniform(0, h - bh)
                     box = np.array([x0, y0, x0 + bw, y0 + bh])
@@ -983,24 +1075,44 @@ class _Trainer:
     # -- latent positives ---------------------------------------------------------------------------------------
 
     def best_placement(self, pyr, box, min_iou):
-        """``(score, component, level, y, x, part_y, part_x, window)`` of the best window with IoU >= min_iou."""
+        """``(score, component, level, y, x, part_y, part_x, window)`` of the best window with IoU >= min_iou.
+
+        Only levels whose window size allows that IoU are scanned, and in each only the root positions around
+        the box (plus a margin of ``PLACEMENT_MARGIN`` root cells in which parts can move).
+        """
         model = self.model
         best = None
-        area = (box[2] - box[0]) * (box[3] - box[1])
+        bw, bh = box[2] - box[0], box[3] - box[1]
         for k in range(0, pyr.max_level((1, 1)) + 1):
-            _, sy, sx = pyr.hog(k)
-            ids = [c for c, comp in enumerate(model.components)
-                   if min_iou <= area / (comp.root.shape[0] * sy * comp.root.shape[1] * sx) <= 1 / min_iou]
+            sy, sx = pyr.steps(k)
+            ids = []
+            for c, comp in enumerate(model.components):
+                ww, wh = comp.root.shape[1] * sx, comp.root.shape[0] * sy
+                inter = min(ww, bw) * min(wh, bh)   # the IoU of two centred boxes bounds every placement's
+                if inter / (ww * wh + bw * bh - inter) >= min_iou:
+                    ids.append(c)
             if not ids:
                 continue
-            for c, (score, part_y, part_x) in model.score_level(pyr, k, ids).items():
+            rows, cols = pyr.root_map(k).shape[:2]
+            ok = np.zeros((rows, cols), bool)
+            for c in ids:
                 rh, rw = model.components[c].root.shape[:2]
-                windows = _window_grid(pyr, k, 0, 0, *score.shape, rh, rw)
+                if rows >= rh and cols >= rw:
+                    grid = _window_grid(pyr, k, 0, 0, rows - rh + 1, cols - rw + 1, rh, rw)
+                    ok[:rows - rh + 1, :cols - rw + 1] |= box_iou(box, grid) >= min_iou
+            ys, xs = np.nonzero(ok)
+            if not ys.size:
+                continue
+            region = (max(ys.min() - PLACEMENT_MARGIN, 0), ys.max() + 1 + PLACEMENT_MARGIN,
+                      max(xs.min() - PLACEMENT_MARGIN, 0), xs.max() + 1 + PLACEMENT_MARGIN)
+            for c, (score, part_y, part_x) in model.score_level(pyr, k, ids, region).items():
+                rh, rw = model.components[c].root.shape[:2]
+                windows = _window_grid(pyr, k, region[0], region[2], *score.shape, rh, rw)
                 masked = np.where(box_iou(box, windows) >= min_iou, score, -np.inf)
                 j = np.unravel_index(np.argmax(masked), masked.shape)
                 if np.isfinite(masked[j]) and (best is None or masked[j] > best[0]):
-                    best = (float(masked[j]), c, k, j[0], j[1], part_y[:, j[0], j[1]], part_x[:, j[0], j[1]],
-                            windows[j])
+                    best = (float(masked[j]), c, k, region[0] + j[0], region[2] + j[1], part_y[:, j[0], j[1]],
+                            part_x[:, j[0], j[1]], windows[j])
         return best
 
     def relabel(self, indices, min_iou):
@@ -1127,7 +1239,9 @@ def train_dpm(samples, out_path, config=None, progress=True):
 
     trainer.info.update(phases)
     trainer.info["train_s"] = time.perf_counter() - trainer.start
+    trainer.info["train_cpu_s"] = time.process_time() - trainer.start_cpu
     trainer.info["min_face_size"] = trainer.model.min_face_size
+    trainer.model.info = dict(trainer.info)
     path = trainer.model.save(out_path)
     trainer.log(f"saved {path} (training took {trainer.info['train_s']:.1f} s)")
     return Path(path)
@@ -1138,26 +1252,52 @@ def train_dpm(samples, out_path, config=None, progress=True):
 
 
 def evaluate(detector, samples, iou=0.5, limit=None):
-    """Detection recall and speed on annotated faces: top-1 and any-detection recall at ``iou``."""
+    """Detection quality and speed on annotated faces.
+
+    Returns:
+        dict: ``recall_top1`` (the best detection overlaps the face's box by IoU >= ``iou``), ``recall_any`` (some
+        detection does), ``mean_iou_top1`` (0 for an image without detections), wall and CPU seconds per image.
+    """
     samples = samples[:limit] if limit else samples
     top1 = anyhit = 0
-    seconds = 0.0
+    ious, wall, cpu = [], 0.0, 0.0
     for s in samples:
         image = s.image()
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         found = detector.detect(image)
-        seconds += time.perf_counter() - t
-        if found:
-            overlaps = box_iou(np.asarray(s.box, dtype=np.float64), np.array([b for b, _ in found]))
-            top1 += overlaps[0] >= iou
-            anyhit += overlaps.max() >= iou
+        wall, cpu = wall + time.perf_counter() - t, cpu + time.process_time() - c
+        overlaps = box_iou(np.asarray(s.box, dtype=np.float64), np.array([b for b, _ in found]).reshape(-1, 4))
+        ious.append(float(overlaps[0]) if found else 0.0)
+        top1 += bool(found) and overlaps[0] >= iou
+        anyhit += bool(found) and overlaps.max() >= iou
     n = max(len(samples), 1)
-    return {"n": len(samples), "recall_top1": top1 / n, "recall_any": anyhit / n, "s_per_image": seconds / n}
+    return {"n": len(samples), "recall_top1": top1 / n, "recall_any": anyhit / n,
+            "mean_iou_top1": float(np.mean(ious)) if ious else 0.0, "s_per_image": wall / n,
+            "cpu_s_per_image": cpu / n}
+
+
+def _parse_overrides(items):
+    """``["interval=4", "mirror=false"]`` → typed DPMConfig overrides; unknown keys exit with the valid ones."""
+    types = {f.name: f.type for f in fields(DPMConfig)}
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in types:
+            raise SystemExit(f"--set {item!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(types))}")
+        kind = types[key] if isinstance(types[key], str) else types[key].__name__
+        if kind == "bool":
+            if value.lower() not in ("true", "false", "1", "0"):
+                raise SystemExit(f"--set {item!r}: {key} takes true or false")
+            out[key] = value.lower() in ("true", "1")
+        else:
+            try:
+                out[key] = {"int": int, "float": float}[kind](value)
+            except ValueError:
+                raise SystemExit(f"--set {item!r}: {key} takes a {kind}") from None
+    return out
 
 
 def main(argv=None):
-    from densereg.datasets import DATASETS, load_dataset
-
     parser = argparse.ArgumentParser(prog="python -m benchmarks.dpm", description=__doc__.split("\n\n")[2])
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train the detector on a dataset's training split")
@@ -1166,6 +1306,8 @@ def main(argv=None):
     train.add_argument("--dataset", default="300w", choices=sorted(DATASETS))
     train.add_argument("--split", default="train")
     train.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override one DPMConfig field (repeatable), e.g. --set interval=4")
     ev = sub.add_parser("eval", help="detection recall (IoU >= 0.5) and time per image")
     ev.add_argument("--root", required=True)
     ev.add_argument("--model", required=True)
@@ -1174,9 +1316,15 @@ def main(argv=None):
     ev.add_argument("--limit", type=int, default=None)
     args = parser.parse_args(argv)
 
+    overrides = _parse_overrides(args.set) if args.command == "train" else {}
+    if args.command == "train":
+        try:
+            config = config_preset(args.preset, **overrides)
+        except KeyError as e:
+            parser.error(str(e))
     samples = load_dataset(args.dataset, args.root, args.split)
     if args.command == "train":
-        train_dpm(samples, args.out, config_preset(args.preset))
+        train_dpm(samples, args.out, config)
     else:
         stats = evaluate(DPMDetector.load(args.model), samples, limit=args.limit)
         print(json.dumps({"dataset": args.dataset, "split": args.split, "model": args.model, **stats}))

@@ -57,16 +57,6 @@ def mdm_factory(ctx):
     return mdm.MDMFitter.load(path)
 
 
-def not_implemented(name, where):
-    """A placeholder factory for a fitter registered by name but not built yet."""
-
-    def placeholder(ctx):
-        raise NotImplementedError(f"fitter {name!r} is not implemented yet ({where})")
-
-    placeholder.__doc__ = f"``{name}``: not implemented yet ({where})."
-    return placeholder
-
-
 FITTERS = {
     "none": none_factory,
     "aam": aam_factory,

@@ -1,0 +1,437 @@
+"""Table 1 and Fig. 6: Helen face-part segmentation, DenseReg's label transfer versus DeepLab-v2.
+
+    python -m benchmarks.segmentation --method densereg --source synthetic --preset cpu
+    python -m benchmarks.segmentation --method deeplab --source synthetic --preset cpu
+
+Paper Sec. 4.2. The 8 part classes are drawn once on the template (``template.PARTS``; class 0 "other" is
+every pixel outside the seven parts, background included). Any image with a 3D fitting gets its
+ground-truth labels by carrying the template labels through its GT UV field (``groundtruth.dense_gt(...)
+.parts``). The two methods:
+
+* ``densereg``: the DenseReg network, never trained for segmentation; each pixel it calls foreground gets
+  the template label at its regressed UV (``transfer_parts``), every other pixel is "other".
+* ``deeplab``: DeepLab-v2 (``densereg.deeplab``), the same trunk with the ASPP head, trained with per-pixel
+  cross-entropy on those GT labels, with the same training images, schedule and preset as DenseReg.
+
+Score: dataset-level IoU per class over the Helen test set (``metrics.iou_per_class``) and their mean over all
+8 classes, "other" included (the paper's "Average"). Rows go to ``results/helen.csv`` (one per method and
+part, replaced on re-run; ``--limit N`` tags the method name with ``[limit=N]`` so a smoke run never
+replaces a full one) and the table is printed beside the paper's. A Fig. 6 panel (image, GT, DenseReg,
+DeepLab-v2 for a few test images) goes to ``results/figures/fig6_<source>.png`` once both methods have rows
+for the source and preset, or whenever ``--figure`` is given.
+
+Data. ``--source synthetic`` (default) is the embedded Helen-like test set, whose fittings lie beside the
+images. ``--source real`` reads the 330 images of ``$DENSEREG_DATA/300W/helen/testset``; their GT needs the
+300W-LP fittings of those images, ``300W_LP/HELEN/HELEN_<stem>_0.{jpg,mat}`` (the fitted, re-cropped copy of
+each test image, which is what is then segmented), and the Basel Face Model the fittings refer to.
+
+Checkpoints. By default ``runs/<source>/<method>-<preset>/last.pt``, trained first (or resumed) when absent
+or unfinished, exactly as ``python -m densereg.train --task <method> --preset <preset> --source <source>
+--out runs/<source>/<method>-<preset>`` would; the DenseReg one is the checkpoint Table 2 uses too.
+``--iterations N`` shortens both schedules (folders ``...-it<N>``, rows labelled ``<preset>+iterations=N``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks import metrics, provenance
+from densereg import datasets, groundtruth, train
+from densereg.template import PARTS
+
+
+@dataclass(frozen=True)
+class Method:
+    """One row group of Table 1.
+
+    Attributes:
+        name: the paper's row name, written to ``helen.csv`` (``DenseReg``, ``DeepLab-v2``).
+        task: the ``train.TASKS`` key of its network.
+    """
+
+    name: str
+    task: str
+
+
+METHODS = {"densereg": Method("DenseReg", "densereg"), "deeplab": Method("DeepLab-v2", "deeplab")}
+COLUMNS = ("method", "part", "iou", "source", "preset", "seed", "commit", "torch", "device", "date", "n")
+KEY = ("method", "part", "source", "preset")
+FIGURE_IMAGES = 4
+
+# Display colours of the parts (RGB), indexed like ``PARTS``; "other" is black so the parts stand out.
+PART_COLOURS = np.array([(0, 0, 0), (230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66),
+                         (0, 114, 178), (213, 94, 0), (204, 121, 167)], dtype=np.uint8)
+
+
+def get_method(key: str) -> Method:
+    """``METHODS[key]``, naming the valid keys when ``key`` is unknown."""
+    if key not in METHODS:
+        raise KeyError(f"unknown method {key!r}; valid: {', '.join(METHODS)}")
+    return METHODS[key]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Label transfer and ground truth
+
+
+def transfer_parts(template, u: np.ndarray, v: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Part labels of an image from a UV field: the template's label at ``(u, v)`` on ``mask``, 0 elsewhere.
+
+    This is DenseReg's segmentation (paper Sec. 2 and 4.2) and, applied to the GT UV field, the ground truth.
+
+    Args:
+        template: anything with ``part_at(u, v)`` (a ``template.Template``).
+        u, v: ``H×W`` UV maps (NaN where undefined).
+        mask: ``H×W`` bool foreground; pixels outside it are "other" (class 0).
+
+    Returns:
+        ``H×W`` uint8 class ids into ``template.PARTS``.
+    """
+    mask = np.asarray(mask, bool) & np.isfinite(u) & np.isfinite(v)
+    labels = np.zeros(mask.shape, np.uint8)
+    labels[mask] = template.part_at(u[mask], v[mask])
+    return labels
+
+
+def gt_parts(sample: datasets.Sample, template, image_shape: tuple[int, int]) -> np.ndarray:
+    """The Table 1 ground truth of one sample: template labels carried through its GT UV field."""
+    return groundtruth.dense_gt(sample, template, image_shape).parts
+
+
+def helen_test_samples(source: str, root: Path) -> list[datasets.Sample]:
+    """The Helen test images of ``source`` paired with the 3D fitting that defines their GT segmentation.
+
+    Synthetic: the Helen-like test set, fittings beside the images. Real: each ``300W/helen/testset`` stem is
+    matched with its 300W-LP fit ``300W_LP/HELEN/HELEN_<stem>_0.mat`` and that file's image (the fitting is
+    in the 300W-LP image frame, so the 300W-LP copy is the image segmented). A fitting beside the 300-W test
+    image, when present, takes precedence.
+
+    Raises:
+        datasets.DatasetError: a test image has no fitting; the message says which files are expected.
+    """
+    samples = datasets.load_dataset("helen", root, "test")
+    out, missing = [], []
+    for s in samples:
+        if "fitting" in s.extras:
+            out.append(s)
+            continue
+        if source == "synthetic":
+            missing.append(s.image_path.with_suffix(".mat"))
+            continue
+        lp = Path(root) / "300W_LP" / "HELEN" / f"HELEN_{s.image_path.stem}_0"
+        mat = lp.with_suffix(".mat")
+        image = next((lp.with_suffix(e) for e in (".jpg", ".png") if lp.with_suffix(e).is_file()), None)
+        if not mat.is_file() or image is None:
+            missing.append(mat if not mat.is_file() else lp.with_suffix(".jpg"))
+            continue
+        fitting = datasets.read_fitting(mat)
+        out.append(datasets.Sample(name=f"HELEN/{lp.name}", image_path=image, landmarks=None,
+                                   box=datasets.landmarks_box(fitting.pt2d),
+                                   extras={**s.extras, "fitting": mat, "helen_image": s.image_path}))
+    if missing:
+        if source == "synthetic":
+            hint = "regenerate the synthetic benchmark (python -m densereg.synth)"
+        else:
+            hint = ("Helen segmentation GT on real data is the template's part labels carried through the "
+                    "300W-LP fittings of the Helen test images: unpack 300W-LP so that "
+                    "$DENSEREG_DATA/300W_LP/HELEN/HELEN_<stem>_0.mat and .jpg exist for every image of "
+                    "$DENSEREG_DATA/300W/helen/testset, and put the Basel Face Model files in $DENSEREG_DATA/BFM")
+        raise datasets.DatasetError(f"{len(missing)} of {len(samples)} Helen test images under {root} have no "
+                                    f"3D fitting (first: {missing[0]}); {hint}")
+    if not out:
+        raise datasets.DatasetError(f"{root}: no Helen test images (300W/helen/testset is empty)")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def preset_label(preset: str, iterations: int | None) -> str:
+    """The preset as rows and titles name it: ``cpu``, or ``cpu+iterations=100`` for a shortened schedule."""
+    return preset if iterations is None else f"{preset}+iterations={iterations}"
+
+
+def default_run_dir(method: str, source: str, preset: str, runs: Path, iterations: int | None = None) -> Path:
+    """``runs/<source>/<task>-<preset>``: where ``densereg.train`` writes the method's network.
+
+    A shortened schedule gets its own folder (``...-it<N>``): its poly learning rate reaches 0 at N, so
+    resuming it towards the full schedule would not give the preset's network.
+    """
+    suffix = "" if iterations is None else f"-it{iterations}"
+    return Path(runs) / source / f"{get_method(method).task}-{preset}{suffix}"
+
+
+def ensure_checkpoint(method: str, source: str, preset: str, runs: Path, root: Path | None = None,
+                      iterations: int | None = None) -> Path:
+    """The method's default checkpoint, trained (or resumed) first when absent or unfinished."""
+    task = get_method(method).task
+    out = default_run_dir(method, source, preset, runs, iterations)
+    cfg = train.make_config(preset, task=task, source=source, iterations=iterations,
+                            root=str(root) if root is not None else None)
+    last = out / "last.pt"
+    done = last.is_file() and int(train.read_checkpoint(last, cfg.resolved())["step"]) >= cfg.iterations
+    if not done:
+        command = (f"python -m densereg.train --task {task} --preset {preset} --source {source} --out {out}"
+                   + (f" --iterations {iterations}" if iterations is not None else "")
+                   + (f" --root {root}" if root is not None else ""))
+        print(f"[table1] {'resuming' if last.is_file() else 'training'} {get_method(method).name}: {command}",
+              file=sys.stderr)
+    return train.train(cfg, out)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Prediction and scoring
+
+
+def predict_labels(model, cfg, images: list[np.ndarray], template, batch_size: int = 8) -> list[np.ndarray]:
+    """Part labels of each image by either method, at the image's resolution (``H×W`` uint8)."""
+    if cfg.task == "deeplab":
+        from densereg.deeplab import predict_parts
+
+        return predict_parts(model, images, batch_size=batch_size, image_scale=cfg.image_scale)
+    from densereg.infer import predict
+
+    maps = predict(model, images, batch_size=batch_size, image_scale=cfg.image_scale)
+    return [transfer_parts(template, m.u, m.v, m.mask) for m in maps]
+
+
+def _device():
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def evaluate(checkpoint: Path, samples: list[datasets.Sample], batch_size: int = 8,
+             keep: tuple[int, ...] = ()) -> dict:
+    """Per-class IoU of a checkpoint's segmentation of ``samples`` against their transferred GT.
+
+    Args:
+        checkpoint: a DenseReg or DeepLab-v2 checkpoint (``train.load_model`` tells which).
+        samples: images with fittings (``helen_test_samples``).
+        batch_size: images per forward pass.
+        keep: indices of samples whose image, GT and prediction are returned (for the figure).
+
+    Returns:
+        ``iou``: ``(8,)`` per-class IoU (NaN for a class absent from both); ``average``: their NaN-ignoring
+        mean; ``n``: images; ``kept``: {index: (image, gt, prediction)}; ``seconds``; ``device``.
+    """
+    model, cfg = train.load_model(checkpoint)
+    device = _device()
+    model.to(device)
+    template = groundtruth.template_for(datasets.read_fitting(samples[0].extras["fitting"]).model)
+    preds, gts, kept = [], [], {}
+    start = time.perf_counter()
+    for first in range(0, len(samples), batch_size):
+        chunk = samples[first:first + batch_size]
+        images = [s.image() for s in chunk]
+        labels = predict_labels(model, cfg, images, template, batch_size)
+        for i, (s, img, pred) in enumerate(zip(chunk, images, labels), start=first):
+            gt = gt_parts(s, template, img.shape[:2])
+            preds.append(pred)
+            gts.append(gt)
+            if i in keep:
+                kept[i] = (img, gt, pred)
+    iou = metrics.iou_per_class(preds, gts, len(PARTS))
+    return {"iou": iou, "average": metrics.mean_iou(iou), "n": len(samples), "kept": kept,
+            "seconds": time.perf_counter() - start, "device": provenance.device_description(device)}
+
+
+def result_rows(method_name: str, result: dict, source: str, preset: str, seed: int) -> list[dict]:
+    """The ``helen.csv`` rows of one evaluation: one per part, then ``average`` (results/README.md)."""
+    common = {"source": source, "preset": preset, "seed": seed, "commit": provenance.git_commit(),
+              "torch": provenance.torch_version(), "device": result["device"], "date": provenance.now(),
+              "n": result["n"]}
+    values = list(zip(PARTS, result["iou"])) + [("average", result["average"])]
+    return [{"method": method_name, "part": part, "iou": "" if np.isnan(v) else f"{v:.4f}", **common}
+            for part, v in values]
+
+
+def table_text(rows: list[dict], paper_csv: Path) -> str:
+    """Our IoUs (%) beside the paper's Table 1 for the rows' method, in the paper's part order."""
+    from tabulate import tabulate
+
+    method = rows[0]["method"]
+    base = method.split(" [")[0]
+    paper_rows, _ = provenance.read_csv(paper_csv)
+    paper = {r["metric"][len("iou_"):]: r["value"] for r in paper_rows
+             if r.get("table") == "table1" and r.get("row") == base}
+    ours = {r["part"]: r["iou"] for r in rows}
+    order = [p for p in ("left_eyebrow", "right_eyebrow", "left_eye", "right_eye", "upper_lip", "lower_lip",
+                         "nose", "other", "average") if p in ours]
+    body = [[p.replace("_", " "), paper.get(p, ""), f"{float(ours[p]) * 100:.2f}" if ours[p] else "n/a"]
+            for p in order]
+    return tabulate(body, headers=["part", f"{base} paper (%)", "ours (%)"], tablefmt="github")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Fig. 6
+
+
+def colourise(labels: np.ndarray) -> np.ndarray:
+    """``H×W×3`` uint8 display of a part-label image (``PART_COLOURS``)."""
+    return PART_COLOURS[np.asarray(labels, np.intp)]
+
+
+def figure_indices(n_samples: int, count: int = FIGURE_IMAGES) -> tuple[int, ...]:
+    """Evenly spread sample indices for the figure (the same ones for every method)."""
+    return tuple(int(i) for i in np.unique(np.linspace(0, n_samples - 1, min(count, n_samples)).round()))
+
+
+def face_window(box: np.ndarray, shape: tuple[int, int], margin: float = 0.4) -> tuple[slice, slice]:
+    """Rows and columns of a square window around a face box grown by ``margin`` per side, for display.
+
+    The panel shows the face, as the paper's Fig. 6 does; the box only says where the face is.
+    """
+    x0, y0, x1, y1 = np.asarray(box, float)
+    half = max(x1 - x0, y1 - y0) * (0.5 + margin)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    h, w = shape
+    rows = slice(max(0, int(cy - half)), min(h, int(np.ceil(cy + half))))
+    cols = slice(max(0, int(cx - half)), min(w, int(np.ceil(cx + half))))
+    return rows, cols
+
+
+def draw_figure(path: Path, panels: list[tuple], title: str) -> Path:
+    """Fig. 6: one row per image with (image, GT, DenseReg, DeepLab-v2) parts, written atomically as PNG.
+
+    Args:
+        path: the PNG to write.
+        panels: ``(image, gt, densereg, deeplab)`` per row; label images are ``H×W`` class ids.
+        title: names the data source and preset.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    heads = ("image", "GT", METHODS["densereg"].name, METHODS["deeplab"].name)
+    fig, axes = plt.subplots(len(panels), 4, figsize=(8, 2.1 * len(panels) + 0.9), squeeze=False)
+    for r, row in enumerate(panels):
+        for c, tile in enumerate(row):
+            ax = axes[r, c]
+            ax.imshow(tile if c == 0 else colourise(tile), interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+            if r == 0:
+                ax.set_title(heads[c], fontsize=9)
+    fig.legend(handles=[Patch(color=PART_COLOURS[i] / 255, label=name.replace("_", " "))
+                        for i, name in enumerate(PARTS)], loc="lower center", ncol=4, fontsize=7, frameon=False)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout(rect=(0, 0.07, 1, 0.95))
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    provenance.atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def write_figure(path: Path, samples: list[datasets.Sample], keep: tuple[int, ...], kept: dict,
+                 predictions: dict[str, dict], title: str) -> Path:
+    """Fig. 6 for samples ``keep``: their image and GT (``kept[i][:2]``) and each method's labels, face-cropped.
+
+    Args:
+        predictions: ``{"densereg": {i: labels}, "deeplab": {i: labels}}``.
+    """
+    panels = []
+    for i in keep:
+        image, gt = kept[i][0], kept[i][1]
+        window = face_window(samples[i].box, image.shape[:2])
+        tiles = (image, gt, predictions["densereg"][i], predictions["deeplab"][i])
+        panels.append(tuple(tile[window] for tile in tiles))
+    return draw_figure(path, panels, title)
+
+
+def _has_rows(results: Path, method_name: str, source: str, preset: str) -> bool:
+    rows, _ = provenance.read_csv(results / "helen.csv")
+    return any(r.get("method") == method_name and r.get("source") == source and r.get("preset") == preset
+               for r in rows)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Command line
+
+
+def _resolve_root(source: str, root: Path | None) -> Path:
+    if root is not None:
+        return root
+    if source == "synthetic":
+        from densereg.synth import ensure_synthetic
+
+        return Path(ensure_synthetic())
+    return datasets.data_root("real")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.segmentation",
+                                     description="Table 1 / Fig. 6: Helen face-part segmentation IoU.")
+    parser.add_argument("--method", required=True, choices=list(METHODS))
+    parser.add_argument("--source", choices=("synthetic", "real"), default="synthetic")
+    parser.add_argument("--preset", default="cpu", choices=list(train.PRESETS))
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="evaluate this checkpoint; default runs/<source>/<method>-<preset>/last.pt, "
+                             "trained first when absent")
+    parser.add_argument("--iterations", type=int, default=None,
+                        help="shorten the preset's training schedule (default checkpoints only); rows are "
+                             "labelled preset '<preset>+iterations=N'")
+    parser.add_argument("--limit", type=int, default=None, help="evaluate the first N test images only")
+    parser.add_argument("--figure", action="store_true",
+                        help="draw Fig. 6 now (training the other method's default checkpoint if needed)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--runs", type=Path, default=Path("runs"))
+    parser.add_argument("--results", type=Path, default=Path("results"))
+    parser.add_argument("--root", type=Path, default=None, help="explicit data root (default: the source's)")
+    args = parser.parse_args(argv)
+    method = get_method(args.method)
+    try:
+        root = _resolve_root(args.source, args.root)
+        samples = helen_test_samples(args.source, root)[: args.limit]
+        groundtruth.template_for(datasets.read_fitting(samples[0].extras["fitting"]).model)  # BFM present?
+    except (datasets.DatasetError, KeyError, FileNotFoundError) as exc:
+        print(f"[table1] error: {exc}", file=sys.stderr)
+        return 2
+    print(f"[table1] data source: {args.source}; preset {args.preset}; {len(samples)} Helen test images; "
+          f"method {method.name}", file=sys.stderr)
+
+    def checkpoint_of(key: str) -> Path:
+        if key == args.method and args.checkpoint is not None:
+            return args.checkpoint
+        return ensure_checkpoint(key, args.source, args.preset, args.runs, args.root, args.iterations)
+
+    keep = figure_indices(len(samples))
+    ckpt = checkpoint_of(args.method)
+    seed = int(train.read_checkpoint(ckpt)["config"].get("seed", 0))
+    result = evaluate(ckpt, samples, args.batch_size, keep)
+    name = method.name + (f" [limit={args.limit}]" if args.limit is not None else "")
+    preset = preset_label(args.preset, args.iterations)
+    rows = result_rows(name, result, args.source, preset, seed)
+    for row in rows:
+        provenance.upsert_csv_row(args.results / "helen.csv", row, COLUMNS, KEY)
+    print(f"Table 1 ({args.source} data, preset {preset}, {result['n']} images, checkpoint {ckpt}):")
+    print(table_text(rows, provenance.REPO_ROOT / "results" / "paper.csv"))
+    print(f"[table1] {len(rows)} rows in {args.results / 'helen.csv'} ({result['seconds']:.0f} s on "
+          f"{result['device']})", file=sys.stderr)
+
+    other = "deeplab" if args.method == "densereg" else "densereg"
+    other_name = METHODS[other].name + (f" [limit={args.limit}]" if args.limit is not None else "")
+    if args.figure or _has_rows(args.results, other_name, args.source, preset):
+        other_result = evaluate(checkpoint_of(other), [samples[i] for i in keep], args.batch_size,
+                                keep=tuple(range(len(keep))))
+        predictions = {args.method: {i: result["kept"][i][2] for i in keep},
+                       other: {keep[j]: kept[2] for j, kept in other_result["kept"].items()}}
+        title = f"Fig. 6: Helen test parts ({args.source} data, preset {preset})"
+        path = write_figure(args.results / "figures" / f"fig6_{args.source}.png", samples, keep,
+                            result["kept"], predictions, title)
+        print(f"[table1] figure: {path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
