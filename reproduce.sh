@@ -82,7 +82,15 @@ case "$target" in
     $PY -m benchmarks.report
     echo "[$target] done in $(( $(date +%s) - start )) s; results/fig5.md, results/figures/fig5_$SRC.png"
     banner ;;
-  table1)    not_yet "issue 7 (Helen segmentation: DenseReg transfer vs DeepLab-v2)" ;;
+  table1)
+    pick_source 300W_LP/HELEN; banner
+    start=$(date +%s)
+    train_densereg
+    $PY -m benchmarks.segmentation --method densereg --source "$SRC" --preset "$PRESET" "$@"
+    $PY -m benchmarks.segmentation --method deeplab --source "$SRC" --preset "$PRESET" "$@"
+    $PY -m benchmarks.report
+    echo "[$target] done in $(( $(date +%s) - start )) s; results/table1.md, results/figures/fig6_$SRC.png"
+    banner ;;
   table3)    not_yet "300VW tracking (no issue filed yet)" ;;
   table4)    not_yet "ear landmarks (no issue filed yet)" ;;
   all)       for t in table2 fig5 table1 table3 table4; do ./reproduce.sh "$t" || true; done ;;

@@ -1,6 +1,7 @@
 """Inference: images → per-pixel UV fields (``UVMap``), and Fig. 8-style panels.
 
     python -m densereg.infer IMAGE... --checkpoint runs/synthetic/densereg-cpu/last.pt --out DIR
+    python -m densereg.infer --bench [--size 300] [--batch 1] [--bf16] [--csv results/speed.csv]
 
 Any image size works: each image is padded to a multiple of the network's output stride (so trunk features
 stay aligned with pixels), run in batches under ``torch.inference_mode``, decoded at the padded size and
@@ -10,6 +11,7 @@ cropped back. ``image_scale`` (from the training config unless given) resizes in
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,7 +128,75 @@ def panel(image: np.ndarray, est: UVMap, gt=None) -> np.ndarray:
     return np.concatenate(tiles, axis=1)
 
 
+BENCH_MODELS = {  # name -> DenseRegNet arguments; "cpu" is the cpu training preset's network
+    "cpu (resnet18 w32 OS8)": dict(backbone="resnet18", width=32, output_stride=8),
+    "resnet18 OS8": dict(backbone="resnet18", output_stride=8),
+    "resnet50 OS8": dict(backbone="resnet50", output_stride=8),
+    "resnet101 OS8 (paper)": dict(backbone="resnet101", output_stride=8),
+}
+
+
+def benchmark(size: int = 300, batch: int = 1, repeats: int = 5, bf16: bool = False) -> list[dict]:
+    """Inference images/s of each ``BENCH_MODELS`` network at ``size×size`` on the current device.
+
+    Times forward + decode at input resolution (what ``predict`` does), after one warm-up batch.
+    """
+    import time
+
+    import platform
+
+    from densereg.model import DenseRegNet
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    where = (f"cuda: {torch.cuda.get_device_name()}" if device == "cuda"
+             else f"cpu: {platform.processor() or platform.machine()} ({os.cpu_count()} cores)")
+    rows = []
+    for name, kw in BENCH_MODELS.items():
+        model = DenseRegNet(K=10, **kw).to(device).eval()
+        x = torch.randint(0, 255, (batch, 3, size, size), dtype=torch.uint8, device=device)
+        with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+            model.decode(model(x, upsample=False), size=(size, size))
+            if device == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            for _ in range(repeats):
+                model.decode(model(x, upsample=False), size=(size, size))
+            if device == "cuda":
+                torch.cuda.synchronize()
+        seconds = (time.perf_counter() - start) / repeats
+        rows.append({"model": name, "size": size, "batch": batch, "bf16": bf16,
+                     "images_per_s": round(batch / seconds, 2), "ms_per_image": round(1000 * seconds / batch, 1),
+                     "threads": torch.get_num_threads(), "device": where})
+        print(f"{name:<24s} {size}x{size} batch {batch}: {rows[-1]['images_per_s']:8.2f} images/s "
+              f"({rows[-1]['ms_per_image']} ms/image)")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv and argv[0] == "--bench":
+        bench = argparse.ArgumentParser(prog="python -m densereg.infer --bench")
+        bench.add_argument("--bench", action="store_true")
+        bench.add_argument("--size", type=int, default=300)
+        bench.add_argument("--batch", type=int, default=1)
+        bench.add_argument("--bf16", action="store_true")
+        bench.add_argument("--csv", type=Path, default=None, help="append the rows to this CSV")
+        a = bench.parse_args(argv)
+        rows = benchmark(a.size, a.batch, bf16=a.bf16)
+        if a.csv:
+            import csv
+            import time
+
+            old = list(csv.DictReader(a.csv.open())) if a.csv.exists() else []
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            tmp = a.csv.with_name(a.csv.name + ".tmp")
+            with tmp.open("w", newline="") as f:   # rewrite + rename: never a half-written CSV
+                writer = csv.DictWriter(f, list(rows[0]) + ["date"], extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows(old + [{**row, "date": stamp} for row in rows])
+            os.replace(tmp, a.csv)
+        return 0
     parser = argparse.ArgumentParser(prog="python -m densereg.infer", description="Dense UV estimates.")
     parser.add_argument("images", nargs="+", type=Path)
     parser.add_argument("--checkpoint", type=Path, required=True)

@@ -1,10 +1,13 @@
 """Training DenseReg (paper Sec. 4.1): one flat loop, resumable, CPU by default, DDP + bf16 on GPUs.
 
     python -m densereg.train --preset cpu --source synthetic --out runs/synthetic/densereg-cpu
+    python -m densereg.train --task deeplab --preset cpu --source synthetic --out runs/synthetic/deeplab-cpu
     torchrun --nproc_per_node 4 -m densereg.train --preset paper --source real --out runs/real/densereg
 
 Targets are rasterised on the fly from each image's 3D fitting (``densereg.groundtruth``), so the training
 set is anything with fittings: 300W-LP on real data, the synthetic benchmark's ``300W_LP/SYNTH`` otherwise.
+The same loop, data, schedule and presets train the DeepLab-v2 segmentation baseline of Table 1
+(``--task deeplab``), whose targets are the template's part labels carried through the same GT UV field.
 
 Determinism: every random choice of step ``t`` (which images, scale, crop) comes from
 ``np.random.default_rng([seed, t, rank, slot])``. Killing the process and re-running the same command resumes
@@ -29,6 +32,7 @@ import numpy as np
 import torch
 
 from densereg import datasets, groundtruth, rasterize
+from densereg.deeplab import DeepLabV2
 from densereg.model import DenseRegNet
 
 
@@ -36,6 +40,7 @@ from densereg.model import DenseRegNet
 class TrainConfig:
     """Hyper-parameters; the defaults are the paper's (Sec. 4.1), presets override a few."""
 
+    task: str = "densereg"                # a key of TASKS: "densereg" or the "deeplab" baseline (Table 1)
     backbone: str = "resnet101"           # DeepLab-v2 trunk
     output_stride: int = 8                # dilated res4/res5
     width: int = 64                       # 64 = torchvision-compatible shapes
@@ -64,6 +69,7 @@ class TrainConfig:
     checkpoint_every: int = 1000
     log_every: int = 10
     loader_workers: int = 2
+    threads: int = 0                      # CPU threads for torch; 0 = cores not used by loader workers
     amp: bool = True                      # bf16 autocast, CUDA only
 
     def resolved(self) -> dict:
@@ -73,7 +79,7 @@ class TrainConfig:
 # Named sets of overrides. ``cpu``: chosen by measurement on the 2-core machine (see README, "Training").
 PRESETS: dict[str, dict] = {
     "paper": {},
-    "cpu": dict(backbone="resnet18", width=32, output_stride=8, batch_size=8, iterations=1200,
+    "cpu": dict(backbone="resnet18", width=32, output_stride=8, batch_size=8, iterations=1000,
                 optimizer="adam", base_lr=2e-3, weight_decay=1e-5, warmup_iters=50, crop=128,
                 image_scale=0.5, scales=(0.75, 1.0, 1.25), source="synthetic", checkpoint_every=200,
                 loader_workers=1),
@@ -83,7 +89,9 @@ PRESETS: dict[str, dict] = {
 }
 
 # Fields whose values define the network; a checkpoint made with other values cannot be loaded.
-ARCH_FIELDS = ("backbone", "output_stride", "width", "K", "variant", "depth")
+ARCH_FIELDS = ("task", "backbone", "output_stride", "width", "K", "variant", "depth")
+# Checkpoints written before a field existed hold its value implicitly.
+_ARCH_DEFAULTS = {"task": "densereg"}
 
 
 def make_config(preset: str = "paper", **overrides) -> TrainConfig:
@@ -97,9 +105,26 @@ def make_config(preset: str = "paper", **overrides) -> TrainConfig:
     return cfg
 
 
-def build_model(cfg: TrainConfig) -> DenseRegNet:
+def _build_densereg(cfg: TrainConfig) -> DenseRegNet:
     return DenseRegNet(backbone=cfg.backbone, output_stride=cfg.output_stride, K=cfg.K, variant=cfg.variant,
                        depth=cfg.depth, width=cfg.width, pretrained=cfg.init_weights, freeze_bn=cfg.freeze_bn)
+
+
+def _build_deeplab(cfg: TrainConfig) -> DeepLabV2:
+    # K, variant and depth do not apply: the baseline predicts the 8 template parts directly.
+    return DeepLabV2(backbone=cfg.backbone, output_stride=cfg.output_stride, width=cfg.width,
+                     pretrained=cfg.init_weights, freeze_bn=cfg.freeze_bn)
+
+
+# What the loop can train: each network returns a dict of named losses from ``losses(outputs, batch)``.
+TASKS = {"densereg": _build_densereg, "deeplab": _build_deeplab}
+
+
+def build_model(cfg: TrainConfig) -> DenseRegNet | DeepLabV2:
+    """The network ``cfg.task`` names, built from ``cfg``'s architecture fields."""
+    if cfg.task not in TASKS:
+        raise KeyError(f"unknown task {cfg.task!r}; valid: {', '.join(TASKS)}")
+    return TASKS[cfg.task](cfg)
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -125,7 +150,11 @@ class TrainingBatches(torch.utils.data.Dataset):
         return {k: torch.from_numpy(np.stack([it[k] for it in items])) for k in items[0]}
 
     def example(self, step: int, slot: int) -> dict[str, np.ndarray]:
-        """One augmented training example: random image, random scale, random crop around the face."""
+        """One augmented training example: random image, random scale, random crop around the face.
+
+        ``parts`` is the template part label of every pixel (int64; 0 = "other", which includes the
+        background and the crop padding; ``valid`` says which pixels are padding).
+        """
         cfg = self.cfg
         rng = np.random.default_rng([cfg.seed, step, self.rank, slot])
         sample = self.samples[rng.integers(len(self.samples))]
@@ -149,15 +178,17 @@ class TrainingBatches(torch.utils.data.Dataset):
         u = np.full((c, c), np.nan, np.float32)
         v = np.full((c, c), np.nan, np.float32)
         depth = np.full((c, c), np.nan, np.float32)
+        parts = np.zeros((c, c), np.int64)
         valid = np.zeros((c, c), bool)
         ys, xs = slice(max(y0, 0), min(y0 + c, sh)), slice(max(x0, 0), min(x0 + c, sw))
         yd = slice(ys.start - y0, ys.stop - y0)
         xd = slice(xs.start - x0, xs.stop - x0)
         img_c[yd, xd] = image[ys, xs]
         u[yd, xd], v[yd, xd], depth[yd, xd] = gt.u[ys, xs], gt.v[ys, xs], gt.depth[ys, xs]
+        parts[yd, xd] = gt.parts[ys, xs]
         valid[yd, xd] = True
         return {"image": img_c.transpose(2, 0, 1).copy(), "u": u, "v": v, "mask": np.isfinite(u),
-                "depth": depth, "valid": valid}
+                "depth": depth, "parts": parts, "valid": valid}
 
 
 def training_samples(cfg: TrainConfig) -> list[datasets.Sample]:
@@ -201,16 +232,17 @@ def read_checkpoint(path: str | os.PathLike, expect: dict | None = None) -> dict
     if not isinstance(state, dict) or state.get("format") != "densereg-checkpoint-1":
         raise ValueError(f"{path}: not a densereg checkpoint")
     if expect:
-        diff = {k: (state["config"].get(k), expect[k]) for k in ARCH_FIELDS
-                if k in expect and state["config"].get(k) != expect[k]}
+        saved = {**_ARCH_DEFAULTS, **state["config"]}
+        diff = {k: (saved.get(k), expect[k]) for k in ARCH_FIELDS if k in expect and saved.get(k) != expect[k]}
         if diff:
             desc = ", ".join(f"{k}: checkpoint {a!r} vs requested {b!r}" for k, (a, b) in diff.items())
             raise ValueError(f"{path}: checkpoint made with another network ({desc})")
     return state
 
 
-def load_model(path: str | os.PathLike, expect: dict | None = None) -> tuple[DenseRegNet, TrainConfig]:
-    """A trained model in eval mode and its config, from a checkpoint file."""
+def load_model(path: str | os.PathLike, expect: dict | None = None
+               ) -> tuple[DenseRegNet | DeepLabV2, TrainConfig]:
+    """A trained model (DenseReg or DeepLab-v2, as its config's ``task`` says) in eval mode and its config."""
     state = read_checkpoint(path, expect)
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     values = {k: v for k, v in state["config"].items() if k in fields}
@@ -253,6 +285,9 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, progress: bool = True,
         torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
         rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
+    if device.type == "cpu":
+        # One OpenMP thread per free core: oversubscribed OpenMP threads spin and were measured 8x slower.
+        torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) - cfg.loader_workers))
     if device.type == "cuda":
         torch.cuda.set_device(device)
     torch.manual_seed(cfg.seed)
@@ -387,7 +422,6 @@ def main(argv: list[str] | None = None) -> int:
     args = vars(parser.parse_args(argv))
     preset, out = args.pop("preset"), args.pop("out")
     cfg = make_config(preset, **args)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     path = train(cfg, out)
     print(f"checkpoint: {path}")
     return 0
