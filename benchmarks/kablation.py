@@ -38,10 +38,27 @@ def train_for_k(K: int, source: str, preset: str, runs: Path, iterations: int | 
     if cfg == main_cfg:   # the main DenseReg model (K = 10, q+r) is this K's model: reuse it, do not retrain
         out = runs / source / f"densereg-{preset}"
     else:
-        out = runs / source / "fig5" / f"K{K}-{preset}"
+        out = runs / source / "fig5" / (f"K{K}-{preset}" + ("" if iterations is None else f"-it{iterations}"))
     start = time.perf_counter()
     ckpt = train.train(cfg, out)
     return ckpt, time.perf_counter() - start
+
+
+def _train_job(job):
+    K, args = job
+    return K, train_for_k(K, args.source, args.preset, args.runs, args.iterations, args.root)
+
+
+def train_all(ks: list[int], args) -> dict[int, tuple[Path, float]]:
+    """Train every K's network, ``args.parallel`` at a time (separate processes, one core each)."""
+    import multiprocessing
+    import os
+
+    parallel = max(1, min(args.parallel or os.cpu_count() or 1, len(ks)))
+    if parallel == 1:
+        return dict(_train_job((K, args)) for K in ks)
+    with multiprocessing.get_context("spawn").Pool(parallel) as pool:   # spawn: no forked OpenMP state
+        return dict(pool.imap_unordered(_train_job, [(K, args) for K in ks]))
 
 
 def evaluate(checkpoint: Path, samples: list[datasets.Sample], batch_size: int = 8) -> dict[str, dict]:
@@ -82,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=Path, default=Path("runs"))
     parser.add_argument("--results", type=Path, default=Path("results"))
     parser.add_argument("--root", type=Path, default=None, help="explicit data root")
+    parser.add_argument("--parallel", type=int, default=None,
+                        help="networks trained at once, one core each (default: the number of cores)")
     args = parser.parse_args(argv)
     if args.root is not None:
         root = args.root
@@ -98,12 +117,15 @@ def main(argv: list[str] | None = None) -> int:
                          "the per-pixel UV error of Fig. 5 needs dense ground truth (300W-LP-style fittings)")
     print(f"[fig5] data source: {args.source}; preset {args.preset}; {len(samples)} evaluation images",
           file=sys.stderr)
-    for K in (int(k) for k in args.ks.split(",")):
-        ckpt, seconds = train_for_k(K, args.source, args.preset, args.runs, args.iterations, args.root)
+    ks = [int(k) for k in args.ks.split(",")]
+    checkpoints = train_all(ks, args)
+    for K in ks:
+        ckpt, seconds = checkpoints[K]
         t0 = time.perf_counter()
         result = evaluate(ckpt, samples)
         eval_s = time.perf_counter() - t0
         cfg = train.read_checkpoint(ckpt)["config"]
+        preset = args.preset if args.iterations is None else f"{args.preset}+iterations={args.iterations}"
         rows = []
         for decode, r in result.items():
             if K == 1 and decode == "q":
@@ -112,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                          "auc_maxaxis": f"{r['auc_maxaxis']:.4f}", "n_pixels": r["n_pixels"],
                          "n_images": r["n_images"], "iterations": cfg["iterations"],
                          "train_seconds": f"{seconds:.0f}", "eval_seconds": f"{eval_s:.0f}",
-                         "source": args.source, "preset": args.preset, "commit": provenance.git_commit(),
+                         "source": args.source, "preset": preset, "commit": provenance.git_commit(),
                          "torch": provenance.torch_version(), "device": provenance.device_description(),
                          "date": provenance.now()})
             print(f"[fig5] K={K:<3d} {decode:<4s} AUC {r['auc']:.4f} (max-axis {r['auc_maxaxis']:.4f}) "

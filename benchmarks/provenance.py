@@ -16,7 +16,6 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 from importlib import metadata
 from pathlib import Path
 
@@ -24,6 +23,8 @@ try:  # POSIX advisory locks serialise read-modify-write of a shared CSV; absent
     import fcntl
 except ImportError:  # pragma: no cover - the project targets Linux
     fcntl = None
+
+from densereg.datasets import atomic_write_bytes  # noqa: E402 - one atomic writer for the project
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,20 +90,6 @@ def now():
 def atomic_write_text(path, text):
     """Write ``text`` (UTF-8) to ``path`` through a temporary file in the same folder and ``os.replace``."""
     atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_bytes(path, data):
-    """Write ``data`` to ``path`` atomically, creating the parent folders."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def csv_text(rows, columns):

@@ -3,6 +3,7 @@
     python -m benchmarks.run 300w --init mean-shape --fitter none [--split test] [--source real|synthetic]
         [--workers N] [--limit N] [--seed S] [--preset P] [--results DIR] [--tag T] [--device D]
         [--checkpoint FILE] [--runs-dir DIR]
+    python -m benchmarks.run helen --method densereg|deeplab [...]   (Table 1: see benchmarks.segmentation)
 
 For every sample of the split: ``init(image, box)`` → ``fitter(image, shape)`` → normalised error against the
 ground truth, which only this module and the metrics see (68-point error over the outer-eye-corner distance
@@ -86,9 +87,9 @@ PROTOCOLS = {
     # The 300-VW protocol drops the frames its authors flag as unreliable.
     "300vw": Protocol("300VW", "outer-eye", {"drop_unreliable": True}),
     "ears": Protocol("ears", "box"),  # 55 points over the GT box's (w + h) / 2, paper Sec. 4.7
-    "helen": Protocol("300W/helen/testset", "outer-eye",
-                      not_implemented="issue 7 (Helen face-part segmentation, Table 1); Helen is scored by "
-                                      "per-part IoU, not landmark error"),
+    # Helen is scored by per-part IoU (Table 1): ``benchmarks.run helen --method densereg|deeplab`` is handed
+    # to benchmarks.segmentation; this landmark protocol serves ``--init``/``--fitter`` runs on its 68 points.
+    "helen": Protocol("300W/helen/testset", "outer-eye"),
 }
 
 
@@ -432,6 +433,11 @@ def _print_report(row, results, csv_path, err_path, replaced):
 
 def main(argv=None):
     """Command line entry point; returns the exit status (2 for a user error, with the reason on stderr)."""
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    if argv[:1] == ["helen"] and "--method" in argv:   # Table 1: segmentation IoU, not landmarks
+        from benchmarks import segmentation
+
+        return segmentation.main(argv[1:])
     args = parse_args(argv)
     try:
         run(args)

@@ -84,14 +84,22 @@ def _fail(path, what):
     raise DatasetError(f"{path}: {what}", path=path, reason=what)
 
 
-def _atomic_write_bytes(path, data):
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def atomic_write_bytes(path, data):
+    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``.
+
+    The file gets the usual permissions (0666 minus the umask), not ``mkstemp``'s private 0600.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -218,7 +226,7 @@ def write_pts(path, points, style="300w"):
     nl = style.newline
     body = [f"{_format_number(x, style)} {_format_number(y, style)}" for x, y in points + 1.0]
     text = nl.join(["version: 1", f"n_points:{style.n_points_gap}{len(points)}", "{", *body, "}"])
-    _atomic_write_bytes(path, (text + (nl if style.final_newline else "")).encode("ascii"))
+    atomic_write_bytes(path, (text + (nl if style.final_newline else "")).encode("ascii"))
 
 
 def read_box_pts(path):
@@ -411,7 +419,7 @@ def write_fitting(path, fitting):
     }
     buffer = io.BytesIO()
     scipy.io.savemat(buffer, fields, do_compression=True)
-    _atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def _mirror_order_68():
@@ -823,7 +831,7 @@ def write_image(path, image, jpeg_quality=95):
     ok, encoded = cv2.imencode(ext, np.ascontiguousarray(image[:, :, ::-1]), params)
     if not ok:
         raise ValueError(f"{path}: OpenCV cannot encode {ext!r} images")
-    _atomic_write_bytes(path, encoded.tobytes())
+    atomic_write_bytes(path, encoded.tobytes())
 
 
 DATASETS = {

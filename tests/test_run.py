@@ -271,9 +271,13 @@ def test_method_build_errors_stop_multi_worker_runs_too(data, tmp_path, capsys):
     assert "checkpoint not found" in capsys.readouterr().err
 
 
-def test_helen_names_issue_7(data, tmp_path, capsys):
-    assert run_cli("helen", "--init", "mean-shape", "--results", tmp_path / "results") == 2
-    assert "issue 7" in capsys.readouterr().err
+def test_helen_method_is_handed_to_segmentation(capsys):
+    from benchmarks import run
+
+    with pytest.raises(SystemExit) as exc:
+        run.main(["helen", "--method", "nope"])
+    assert exc.value.code == 2
+    assert "benchmarks.segmentation" in capsys.readouterr().err
 
 
 def test_module_entry_point(data, tmp_path):
