@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from densereg.model import _IMAGENET_MEAN, _IMAGENET_STD, _resize, build_backbone, load_backbone_weights
+from densereg.model import TrunkNet, _masked_mean, _resize
 from densereg.template import PARTS
 
 ASPP_RATES_OS8 = (6, 12, 18, 24)
@@ -38,7 +38,7 @@ def aspp_rates(output_stride: int) -> tuple[int, ...]:
     return tuple(max(1, round(r * 8 / output_stride)) for r in ASPP_RATES_OS8)
 
 
-class DeepLabV2(nn.Module):
+class DeepLabV2(TrunkNet):
     """Dilated ResNet trunk + DeepLab-v2 ASPP head (four summed 3×3 atrous branches → class scores).
 
     Args:
@@ -54,38 +54,16 @@ class DeepLabV2(nn.Module):
     def __init__(self, backbone: str = "resnet101", output_stride: int = 8, width: int = 64,
                  n_classes: int = len(PARTS), pretrained: str | os.PathLike | None = None,
                  freeze_bn: bool = False):
-        super().__init__()
         if n_classes < 2:
             raise ValueError(f"n_classes must be at least 2, got {n_classes}")
+        super().__init__(backbone, output_stride, width, pretrained, freeze_bn)
         self.n_classes = int(n_classes)
-        self.freeze_bn = freeze_bn
-        self.backbone = build_backbone(backbone, output_stride=output_stride, width=width)
-        if pretrained is not None:
-            load_backbone_weights(self.backbone, pretrained)
         self.rates = aspp_rates(output_stride)
         c = self.backbone.out_channels
         self.aspp = nn.ModuleList(nn.Conv2d(c, self.n_classes, 3, padding=r, dilation=r) for r in self.rates)
         for conv in self.aspp:   # DeepLab-v2's released initialisation of the ASPP layers
             nn.init.normal_(conv.weight, std=0.01)
             nn.init.zeros_(conv.bias)
-        self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-        if freeze_bn:
-            for m in self.backbone.modules():
-                if isinstance(m, nn.BatchNorm2d):
-                    m.requires_grad_(False)
-
-    @property
-    def output_stride(self) -> int:
-        return self.backbone.output_stride
-
-    def train(self, mode: bool = True) -> "DeepLabV2":
-        super().train(mode)
-        if self.freeze_bn:
-            for m in self.backbone.modules():
-                if isinstance(m, nn.BatchNorm2d):
-                    m.eval()
-        return self
 
     def forward(self, x: torch.Tensor, upsample: bool = True) -> dict[str, torch.Tensor]:
         """Class scores per pixel.
@@ -97,9 +75,7 @@ class DeepLabV2(nn.Module):
         Returns:
             ``logits_parts``: ``(B, n_classes, ., .)``, the sum of the four ASPP branches.
         """
-        if x.dtype == torch.uint8:
-            x = x.float() / 255.0
-        feats = self.backbone.features((x - self.mean) / self.std)
+        feats = self.trunk(x)
         logits = sum(branch(feats) for branch in self.aspp)
         if upsample:
             logits = _resize(logits, x.shape[-2:])
@@ -121,9 +97,7 @@ class DeepLabV2(nn.Module):
         valid = targets.get("valid")
         valid = torch.ones_like(labels, dtype=torch.bool) if valid is None else valid.bool()
         logits = _resize(outputs["logits_parts"], tuple(labels.shape[-2:]))
-        ce = F.cross_entropy(logits, labels, reduction="none")
-        weights = valid.to(ce.dtype)
-        cls = (ce * weights).sum() / weights.sum().clamp(min=1.0)
+        cls = _masked_mean(F.cross_entropy(logits, labels, reduction="none"), valid)
         return {"cls_parts": cls, "loss": cls}
 
     @torch.no_grad()
@@ -150,21 +124,13 @@ def predict_parts(model: DeepLabV2, images, batch_size: int = 8, image_scale: fl
     Returns:
         One ``H×W`` uint8 label image per input image (a single array when given a single image).
     """
-    from densereg.infer import _pad_to
+    from densereg.infer import prepare_image
 
     single = isinstance(images, np.ndarray) and images.ndim == 3
     images = [images] if single else list(images)
     model.eval()
     device = device or next(model.parameters()).device
-    prepared = []
-    for img in images:
-        if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
-            raise ValueError(f"expected H×W×3 uint8 RGB, got {img.dtype} {img.shape}")
-        if image_scale != 1.0:
-            h, w = img.shape[:2]
-            img = cv2.resize(img, (max(1, round(w * image_scale)), max(1, round(h * image_scale))),
-                             interpolation=cv2.INTER_AREA if image_scale < 1 else cv2.INTER_LINEAR)
-        prepared.append((img.shape[:2], _pad_to(img, model.output_stride)))
+    prepared = [prepare_image(img, model.output_stride, image_scale) for img in images]
     results: list[np.ndarray | None] = [None] * len(images)
     groups: dict[tuple, list[int]] = {}       # images of equal padded size share a forward pass
     for i, (_, padded) in enumerate(prepared):

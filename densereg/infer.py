@@ -51,6 +51,21 @@ def _pad_to(image: np.ndarray, multiple: int) -> np.ndarray:
     return cv2.copyMakeBorder(image, 0, ph, 0, pw, cv2.BORDER_REFLECT_101 if min(h, w) > 1 else cv2.BORDER_CONSTANT)
 
 
+def prepare_image(img: np.ndarray, stride: int, image_scale: float = 1.0) -> tuple[tuple[int, int], np.ndarray]:
+    """Check, rescale by ``image_scale`` and pad an image to a multiple of ``stride``.
+
+    Returns:
+        ``((h, w), padded)``: the size after rescaling (the valid part of the padded image) and the image.
+    """
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"expected H×W×3 uint8 RGB, got {img.dtype} {img.shape}")
+    if image_scale != 1.0:
+        h, w = img.shape[:2]
+        img = cv2.resize(img, (max(1, round(w * image_scale)), max(1, round(h * image_scale))),
+                         interpolation=cv2.INTER_AREA if image_scale < 1 else cv2.INTER_LINEAR)
+    return img.shape[:2], _pad_to(img, stride)
+
+
 def predict(model, images, batch_size: int = 8, image_scale: float = 1.0, device=None) -> list[UVMap]:
     """Dense UV estimates for a list of ``H×W×3`` uint8 RGB images (any sizes).
 
@@ -67,15 +82,7 @@ def predict(model, images, batch_size: int = 8, image_scale: float = 1.0, device
     model.eval()
     device = device or next(model.parameters()).device
     stride = model.output_stride
-    prepared = []
-    for img in images:
-        if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
-            raise ValueError(f"expected H×W×3 uint8 RGB, got {img.dtype} {img.shape}")
-        if image_scale != 1.0:
-            h, w = img.shape[:2]
-            img = cv2.resize(img, (max(1, round(w * image_scale)), max(1, round(h * image_scale))),
-                             interpolation=cv2.INTER_AREA if image_scale < 1 else cv2.INTER_LINEAR)
-        prepared.append((img.shape[:2], _pad_to(img, stride)))
+    prepared = [prepare_image(img, stride, image_scale) for img in images]
     results: list[UVMap | None] = [None] * len(images)
     order = sorted(range(len(images)), key=lambda i: prepared[i][1].shape[:2])
     with torch.inference_mode():

@@ -256,7 +256,52 @@ def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
 
 
-class DenseRegNet(nn.Module):
+class TrunkNet(nn.Module):
+    """A dilated ResNet trunk with ImageNet input normalisation; the base of DenseReg and of DeepLab-v2.
+
+    Args:
+        backbone: a key of ``BACKBONES``.
+        output_stride: 8 (the paper), 16 or 32.
+        width: trunk base width (64 = torchvision-compatible shapes).
+        pretrained: optional path to torchvision-named trunk weights (see ``load_backbone_weights``).
+        freeze_bn: keep every trunk BatchNorm in inference mode with frozen affine parameters, as the
+            DeepLab-v2 trunk is trained (``use_global_stats``); only sensible with pretrained weights.
+    """
+
+    def __init__(self, backbone: str, output_stride: int, width: int, pretrained: str | os.PathLike | None,
+                 freeze_bn: bool):
+        super().__init__()
+        self.freeze_bn = freeze_bn
+        self.backbone = build_backbone(backbone, output_stride=output_stride, width=width)
+        if pretrained is not None:
+            load_backbone_weights(self.backbone, pretrained)
+        self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        if freeze_bn:
+            for m in self.backbone.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.requires_grad_(False)
+
+    @property
+    def output_stride(self) -> int:
+        return self.backbone.output_stride
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.freeze_bn:
+            for m in self.backbone.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.eval()
+        return self
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """Trunk features of ``(B, 3, H, W)`` RGB, float in [0, 1] or uint8 (normalised here)."""
+        if x.dtype == torch.uint8:
+            x = x.float() / 255.0
+        return self.backbone.features((x - self.mean) / self.std)
+
+
+class DenseRegNet(TrunkNet):
     """Dilated ResNet trunk + 1×1 DenseReg heads.
 
     Args:
@@ -278,7 +323,7 @@ class DenseRegNet(nn.Module):
                  variant: str = "q+r", depth: bool = False, width: int = 64,
                  pretrained: str | os.PathLike | None = None, reg_weight: float | None = None,
                  depth_weight: float = REG_WEIGHT_PLAIN, freeze_bn: bool = False):
-        super().__init__()
+        super().__init__(backbone, output_stride, width, pretrained, freeze_bn)
         if variant not in VARIANTS:
             raise KeyError(f"unknown variant {variant!r}; valid: {', '.join(VARIANTS)}")
         if variant == "regression":
@@ -293,10 +338,6 @@ class DenseRegNet(nn.Module):
         self.reg_weight = float(reg_weight if reg_weight is not None
                                 else REG_WEIGHT_PLAIN if self.K == 1 else REG_WEIGHT_QUANTISED)
         self.depth_weight = float(depth_weight)
-        self.freeze_bn = freeze_bn
-        self.backbone = build_backbone(backbone, output_stride=output_stride, width=width)
-        if pretrained is not None:
-            load_backbone_weights(self.backbone, pretrained)
         c = self.backbone.out_channels
         # Released-model initialisation: N(0, 0.01) for classifiers, N(0, 0.001) for regressors. Regressor
         # biases start at 0.5, the mean of a residual uniform in its bin (and of u, depth), which removes most
@@ -308,12 +349,6 @@ class DenseRegNet(nn.Module):
             self.res_v = self._head(c, self.K, std=0.001, bias=0.5)
         if depth:
             self.depth = self._head(c, 1, std=0.001, bias=0.5)
-        self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-        if freeze_bn:
-            for m in self.backbone.modules():
-                if isinstance(m, nn.BatchNorm2d):
-                    m.requires_grad_(False)
 
     @staticmethod
     def _head(cin: int, cout: int, std: float, bias: float) -> nn.Conv2d:
@@ -321,18 +356,6 @@ class DenseRegNet(nn.Module):
         nn.init.normal_(conv.weight, std=std)
         nn.init.constant_(conv.bias, bias)
         return conv
-
-    @property
-    def output_stride(self) -> int:
-        return self.backbone.output_stride
-
-    def train(self, mode: bool = True) -> "DenseRegNet":
-        super().train(mode)
-        if self.freeze_bn:
-            for m in self.backbone.modules():
-                if isinstance(m, nn.BatchNorm2d):
-                    m.eval()
-        return self
 
     def forward(self, x: torch.Tensor, upsample: bool = True) -> dict[str, torch.Tensor]:
         """Raw head outputs.
@@ -346,9 +369,7 @@ class DenseRegNet(nn.Module):
             ``logits_u``, ``logits_v``: ``(B, K+1, ., .)``; ``res_u``, ``res_v``: ``(B, K, ., .)`` residuals in
             bin units (absent for variant ``"q"``); ``depth``: ``(B, 1, ., .)`` when enabled.
         """
-        if x.dtype == torch.uint8:
-            x = x.float() / 255.0
-        feats = self.backbone.features((x - self.mean) / self.std)
+        feats = self.trunk(x)
         out = {"logits_u": self.cls_u(feats), "logits_v": self.cls_v(feats)}
         if self.has_residuals:
             out["res_u"], out["res_v"] = self.res_u(feats), self.res_v(feats)
