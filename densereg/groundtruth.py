@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from densereg import datasets, rasterize
-from densereg.template import builtin_face, load_bfm
+from densereg.bfm import load_bfm
+from densereg.template import builtin_face
 
 
 def template_for(model: str):

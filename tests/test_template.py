@@ -1,4 +1,5 @@
-"""Tests of densereg.template: the built-in face, the UV/part machinery and the BFM loader."""
+"""Tests of the templates: densereg.template (UV/part machinery, registry), densereg.face_model (the built-in
+face) and densereg.bfm (the BFM loader)."""
 
 import time
 
@@ -7,7 +8,8 @@ import pytest
 from scipy import io as sio
 
 from densereg import template as tp
-from densereg.template import PARTS, Template, builtin_face, get_template, load_bfm
+from densereg.bfm import load_bfm
+from densereg.template import PARTS, Template, builtin_face, get_template
 
 
 @pytest.fixture(scope="module")
