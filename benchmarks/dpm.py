@@ -9,23 +9,24 @@ it on the active training split. Every result it produces is labelled "DPM (ours
 
 The model, as in Felzenszwalb et al.:
 
-* **Features**: 31-dimensional HOG on 8×8 cells (18 contrast-sensitive + 9 contrast-insensitive orientations +
-  4 gradient-energy features, each cell normalised by its 4 surrounding 2×2 blocks and truncated at 0.2), plus
-  a 32nd channel that is 1 in the padding outside the image, so filters can learn what "off the image" costs.
-  A pyramid holds ``interval`` levels per octave; parts read the level one octave below the root (2× resolution).
+* **Features** (:mod:`benchmarks.hog`): 31-dimensional HOG on 8×8 cells (18 contrast-sensitive + 9
+  contrast-insensitive orientations + 4 gradient-energy features, each cell normalised by its 4 surrounding 2×2
+  blocks and truncated at 0.2), plus a 32nd channel that is 1 in the padding outside the image, so filters can
+  learn what "off the image" costs. A pyramid holds ``interval`` levels per octave; parts read the level one
+  octave below the root (2× resolution).
 * **Components by pose**: training faces are sorted by a yaw proxy (nose-tip x relative to the landmark box
   centre) and split into equal groups (left profile, frontal, right profile for 3); each component's root
   filter takes the group's median aspect ratio. Mirrored training faces are added (``mirror``).
 * **Parts**: initialised on the highest-energy sub-windows of the 2×-interpolated root filter, each with an
   anchor and a quadratic deformation cost ``d · (dx, dx², dy, dy²)``; the best placement of every part for every
   root position is found with the Felzenszwalb-Huttenlocher generalised distance transform (rows, then columns).
-* **Latent SVM**: root filters are first trained on warped positives against random negatives, then on hard
-  negatives mined from the training images (windows with IoU < ``neg_iou`` to every annotated face); parts are
-  added, each positive is relabelled with its best component and part placement among windows with
-  IoU >= ``pos_iou`` to its box, and root + parts + deformation + bias are retrained as one linear model per
-  component (with latent values fixed, the mixture's joint SVM separates into one problem per component).
-  Deformation quadratic weights are held >= 0.01 as in the original. Our own dual coordinate descent SVM
-  (Hsieh et al., ICML 2008) solves each problem.
+* **Latent SVM** (:mod:`benchmarks.latent_svm`): root filters are first trained on warped positives against
+  random negatives, then on hard negatives mined from the training images (windows with IoU < ``neg_iou`` to
+  every annotated face); parts are added, each positive is relabelled with its best component and part placement
+  among windows with IoU >= ``pos_iou`` to its box, and root + parts + deformation + bias are retrained as one
+  linear model per component (with latent values fixed, the mixture's joint SVM separates into one problem per
+  component). Deformation quadratic weights are held >= 0.01 as in the original. Our own dual coordinate descent
+  SVM (Hsieh et al., ICML 2008) solves each problem.
 * **Bounding-box prediction**: per component, a ridge regression from the part positions in the detected window
   to the landmark box, so detections are comparable with the boxes the rest of the harness uses.
 
@@ -34,13 +35,12 @@ Not reproduced, for speed on a CPU: no upsampled octave (faces smaller than abou
 ``cpu`` preset. The smallest detectable face and every setting are stored in the saved model.
 """
 
+
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import sys
 import tempfile
 import time
 import zipfile
@@ -48,17 +48,13 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-import cv2
 import numba
 import numpy as np
 
-from densereg.datasets import DATASETS, load_dataset, read_image
+from benchmarks.hog import FEATURE_DIM, PART_MARGIN, FeaturePyramid, correlate
+from densereg.datasets import DATASETS, load_dataset
 
-FEATURE_DIM = 32        # 31 HOG channels + 1 "outside the image" indicator
-HOG_TRUNCATION = 0.2    # Felzenszwalb et al.'s clipping of block-normalised histograms
-PART_MARGIN = 2         # extra part-level cells padded around every part map (see FeaturePyramid.part_map)
 FORMAT_VERSION = 1      # bump when the saved file's layout changes
-PLACEMENT_MARGIN = 2    # root cells scanned around a training face's candidate windows (room for parts)
 MIN_QUADRATIC_DEFORMATION = 0.01  # lower bound on dx², dy² weights (keeps the distance transform well posed)
 
 
@@ -140,279 +136,6 @@ def config_preset(name, **overrides):
     if name not in PRESETS:
         raise KeyError(f"unknown DPM preset {name!r}; valid: {', '.join(sorted(PRESETS))}")
     return DPMConfig(**{**PRESETS[name], **overrides})
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# HOG features (Felzenszwalb et al., Sec. 6)
-
-_UU = np.cos(np.arange(9) * np.pi / 9)
-_VV = np.sin(np.arange(9) * np.pi / 9)
-
-
-@numba.njit(cache=True)
-def _gradients(img, uu, vv):
-    """Per-pixel gradient magnitude and orientation bin (0-17) of the strongest colour channel.
-
-    Orientation ``o`` is the nearest of 18 directions, ``o·20°`` from +x with y pointing down (0 = dark-to-bright
-    left to right, 9 = the opposite). The one-pixel image border has no centred gradient and gets magnitude 0.
-    """
-    h, w, nch = img.shape
-    mag = np.zeros((h, w), np.float32)
-    ori = np.zeros((h, w), np.int64)
-    for y in range(1, h - 1):
-        for x in range(1, w - 1):
-            best_v = -1.0
-            gx = 0.0
-            gy = 0.0
-            for c in range(nch):
-                dx = img[y, x + 1, c] - img[y, x - 1, c]
-                dy = img[y + 1, x, c] - img[y - 1, x, c]
-                v = dx * dx + dy * dy
-                if v > best_v:
-                    best_v, gx, gy = v, dx, dy
-            best_dot = 0.0
-            best_o = 0
-            for o in range(9):
-                dot = uu[o] * gx + vv[o] * gy
-                if dot > best_dot:
-                    best_dot, best_o = dot, o
-                elif -dot > best_dot:
-                    best_dot, best_o = -dot, o + 9
-            mag[y, x] = math.sqrt(best_v)
-            ori[y, x] = best_o
-    return mag, ori
-
-
-@numba.njit(cache=True)
-def _orientation_histograms(mag, ori, sbin):
-    """Per-cell 18-bin histograms of gradient magnitude, each pixel spread bilinearly over its 4 nearest cells."""
-    h, w = mag.shape
-    cy = int(round(h / sbin))
-    cx = int(round(w / sbin))
-    hist = np.zeros((cy, cx, 18), np.float32)
-    for y in range(1, min(cy * sbin, h) - 1):
-        p = (y + 0.5) / sbin - 0.5
-        iy = int(math.floor(p))
-        fy = p - iy
-        for x in range(1, min(cx * sbin, w) - 1):
-            m = mag[y, x]
-            o = ori[y, x]
-            q = (x + 0.5) / sbin - 0.5
-            ix = int(math.floor(q))
-            fx = q - ix
-            top, bottom = (1.0 - fy) * m, fy * m
-            if iy >= 0:
-                if ix >= 0:
-                    hist[iy, ix, o] += (1.0 - fx) * top
-                if ix + 1 < cx:
-                    hist[iy, ix + 1, o] += fx * top
-            if iy + 1 < cy:
-                if ix >= 0:
-                    hist[iy + 1, ix, o] += (1.0 - fx) * bottom
-                if ix + 1 < cx:
-                    hist[iy + 1, ix + 1, o] += fx * bottom
-    return hist
-
-
-@numba.njit(cache=True)
-def _normalise_histograms(hist, truncation):
-    """Block-normalise, truncate and project cell histograms to the 31 Felzenszwalb features (border cells drop)."""
-    cy, cx, _ = hist.shape
-    energy = np.zeros((cy, cx), np.float64)
-    for y in range(cy):
-        for x in range(cx):
-            s = 0.0
-            for o in range(9):
-                t = hist[y, x, o] + hist[y, x, o + 9]
-                s += t * t
-            energy[y, x] = s
-    oy, ox = max(cy - 2, 0), max(cx - 2, 0)
-    feat = np.zeros((oy, ox, 31), np.float32)
-    eps = 1e-4
-    norms = np.empty(4)
-    for y in range(oy):
-        for x in range(ox):
-            # the four 2×2 blocks containing cell (y+1, x+1)
-            for b in range(4):
-                by = y + (b // 2)
-                bx = x + (b % 2)
-                norms[b] = 1.0 / math.sqrt(energy[by, bx] + energy[by, bx + 1] + energy[by + 1, bx]
-                                           + energy[by + 1, bx + 1] + eps)
-            texture = np.zeros(4)
-            for o in range(18):
-                v = hist[y + 1, x + 1, o]
-                s = 0.0
-                for b in range(4):
-                    t = min(v * norms[b], truncation)
-                    s += t
-                    texture[b] += t
-                feat[y, x, o] = 0.5 * s
-            for o in range(9):
-                v = hist[y + 1, x + 1, o] + hist[y + 1, x + 1, o + 9]
-                s = 0.0
-                for b in range(4):
-                    s += min(v * norms[b], truncation)
-                feat[y, x, 18 + o] = 0.5 * s
-            for b in range(4):
-                feat[y, x, 27 + b] = 0.2357 * texture[b]
-    return feat
-
-
-def hog_features(image, sbin=8, gradients=None):
-    """Felzenszwalb's 31-dimensional HOG of an image.
-
-    Args:
-        image: ``H×W×3`` (or ``H×W``) array, uint8 or float; values only matter up to a contrast scale.
-        sbin: cell size in pixels.
-        gradients: ``image_gradients(image)`` when already computed (the pyramid bins one image at two sizes).
-
-    Returns:
-        ``(round(H/sbin) - 2, round(W/sbin) - 2, 31)`` float32: channels 0-17 contrast-sensitive orientations
-        (channel ``o`` is the direction at angle ``o·20°`` from +x, y pointing down), 18-26 contrast-insensitive
-        orientations (``o mod 9``), 27-30 gradient energy in each of the 4 normalising blocks. Cell ``i`` covers
-        pixels ``[(i+1)·sbin, (i+2)·sbin)`` (the outermost cells lack a full neighbourhood and are dropped).
-    """
-    mag, ori = image_gradients(image) if gradients is None else gradients
-    return _normalise_histograms(_orientation_histograms(mag, ori, sbin), HOG_TRUNCATION)
-
-
-def image_gradients(image):
-    """``(magnitude, orientation bin)`` per pixel, the input of :func:`hog_features`."""
-    img = np.asarray(image, dtype=np.float32)
-    if img.ndim == 2:
-        img = img[:, :, None]
-    if img.shape[0] < 3 or img.shape[1] < 3:
-        raise ValueError(f"image {img.shape[:2]} too small for HOG")
-    return _gradients(np.ascontiguousarray(img), _UU, _VV)
-
-
-def _with_indicator(feat):
-    """Append the 32nd "outside the image" channel (0 on real cells)."""
-    out = np.zeros(feat.shape[:2] + (FEATURE_DIM,), np.float32)
-    out[:, :, :31] = feat
-    return out
-
-
-class FeaturePyramid:
-    """HOG maps of one image at ``interval`` scales per octave, computed on demand and cached.
-
-    Map ``k`` has cells of ``sbin · 2^(k/interval)`` image pixels. Root filters read maps ``k >= 0``; their parts
-    read map ``k - interval`` (2× resolution): for ``k < interval`` that map is HOG with ``sbin/2``-pixel cells,
-    otherwise it is the root map one octave finer. Padded maps (``root_map``/``part_map``) are what filters scan.
-    """
-
-    def __init__(self, image, interval, sbin, pad):
-        self.image = np.asarray(image, dtype=np.float32)
-        self.interval, self.sbin, self.pad = interval, sbin, pad
-        self.height, self.width = self.image.shape[:2]
-        self._hog, self._root, self._part, self._images, self._gradients = {}, {}, {}, {}, {}
-
-    def _geometry(self, k):
-        """``(sbin, scaled height, scaled width)`` of map ``k``: each octave halves the one above it."""
-        base, sbin = (k, self.sbin) if k >= 0 else (k + self.interval, self.sbin // 2)
-        h, w = self._size(base)
-        return sbin, h, w
-
-    def _size(self, base):
-        if base >= self.interval:
-            h, w = self._size(base - self.interval)
-            return max(round(h / 2), 1), max(round(w / 2), 1)
-        scale = 2.0 ** (-base / self.interval)
-        return max(round(self.height * scale), 1), max(round(self.width * scale), 1)
-
-    def scaled_image(self, base):
-        """The image resized for root level ``base``: the first octave from the original, later ones by halving."""
-        if base not in self._images:
-            h, w = self._size(base)
-            if (h, w) == (self.height, self.width):
-                img = self.image
-            else:
-                src = self.scaled_image(base - self.interval) if base >= self.interval else self.image
-                img = cv2.resize(src, (w, h), interpolation=cv2.INTER_AREA)
-            self._images[base] = img
-        return self._images[base]
-
-    def steps(self, k):
-        """``(step_y, step_x)``: image pixels per cell of map ``k`` (cheap; computes no features)."""
-        sbin, h, w = self._geometry(k)
-        return sbin * self.height / h, sbin * self.width / w
-
-    def hog(self, k):
-        """``(features (h, w, 31), step_y, step_x)`` of map ``k``."""
-        if k not in self._hog:
-            sbin, h, w = self._geometry(k)
-            base = k if k >= 0 else k + self.interval
-            if min(h, w) < 3 * sbin:   # fewer than one cell after dropping the border
-                feat = np.zeros((0, 0, 31), np.float32)
-            else:
-                if base not in self._gradients:
-                    self._gradients[base] = image_gradients(self.scaled_image(base))
-                feat = hog_features(None, sbin, self._gradients[base])
-            self._hog[k] = (feat,) + self.steps(k)
-        return self._hog[k]
-
-    def max_level(self, min_cells):
-        """Largest root level whose unpadded map is at least ``min_cells = (rows, cols)``."""
-        k = -1
-        while True:
-            h, w = self._size(k + 1)
-            if h / self.sbin - 2 < min_cells[0] or w / self.sbin - 2 < min_cells[1] or (h, w) == (1, 1):
-                return k
-            k += 1
-
-    def root_map(self, k):
-        """Map ``k`` zero-padded by ``pad`` cells (indicator channel 1 in the padding)."""
-        if k not in self._root:
-            feat = self.hog(k)[0]
-            py, px = self.pad
-            out = np.zeros((feat.shape[0] + 2 * py, feat.shape[1] + 2 * px, FEATURE_DIM), np.float32)
-            out[:, :, 31] = 1.0
-            out[py:py + feat.shape[0], px:px + feat.shape[1]] = _with_indicator(feat)
-            self._root[k] = out
-        return self._root[k]
-
-    def part_map(self, k):
-        """Map ``k - interval`` padded so that root cell ``y`` of ``root_map(k)`` sits at part cell ``2y + M``.
-
-        ``M = PART_MARGIN`` (plus the HOG offset of 1 that anchors absorb). The map has
-        ``2·rows(root_map(k)) + 2M`` rows so every anchored part of every root position is inside it.
-        """
-        if k not in self._part:
-            rows, cols = self.root_map(k).shape[:2]
-            feat = self.hog(k - self.interval)[0]
-            oy, ox = 2 * self.pad[0] + PART_MARGIN, 2 * self.pad[1] + PART_MARGIN
-            out = np.zeros((2 * rows + 2 * PART_MARGIN, 2 * cols + 2 * PART_MARGIN, FEATURE_DIM), np.float32)
-            out[:, :, 31] = 1.0
-            h, w = min(feat.shape[0], out.shape[0] - oy), min(feat.shape[1], out.shape[1] - ox)
-            out[oy:oy + h, ox:ox + w] = _with_indicator(feat[:h, :w])
-            self._part[k] = out
-        return self._part[k]
-
-
-@numba.njit(cache=True, fastmath=True)
-def _correlate(fmap, filters):
-    n, fh, fw, d = filters.shape
-    ho, wo = fmap.shape[0] - fh + 1, fmap.shape[1] - fw + 1
-    out = np.zeros((n, ho, wo), np.float32)
-    for f in range(n):
-        for y in range(ho):
-            for dy in range(fh):
-                for x in range(wo):
-                    s = np.float32(0.0)
-                    for dx in range(fw):
-                        for c in range(d):   # contiguous in both arrays: vectorised
-                            s += fmap[y + dy, x + dx, c] * filters[f, dy, dx, c]
-                    out[f, y, x] += s
-    return out
-
-
-def correlate(fmap, filters):
-    """Valid cross-correlation of a ``(H, W, D)`` map with ``(F, fh, fw, D)`` filters → ``(F, H-fh+1, W-fw+1)``."""
-    n, fh, fw, _ = filters.shape
-    ho, wo = fmap.shape[0] - fh + 1, fmap.shape[1] - fw + 1
-    if ho <= 0 or wo <= 0 or n == 0:
-        return np.zeros((n, max(ho, 0), max(wo, 0)), np.float32)
-    return _correlate(np.ascontiguousarray(fmap, dtype=np.float32), np.ascontiguousarray(filters, dtype=np.float32))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -544,7 +267,7 @@ def nms(boxes, scores, iou_threshold, max_keep=None):
     return np.array(keep, dtype=np.int64)
 
 
-def _window_grid(pyr, k, y0_pad, x0_pad, rows, cols, rh, rw):
+def window_grid(pyr, k, y0_pad, x0_pad, rows, cols, rh, rw):
     """Image boxes ``(rows, cols, 4)`` of root windows whose padded top-left cells start at the given offsets."""
     sy, sx = pyr.steps(k)
     ys = (np.arange(rows) + y0_pad - pyr.pad[0] + 1) * sy
@@ -727,7 +450,7 @@ class DPMDetector:
                 if not ys.size:
                     continue
                 rh, rw = self.components[c].root.shape[:2]
-                grid = _window_grid(pyr, k, 0, 0, *score.shape, rh, rw)
+                grid = window_grid(pyr, k, 0, 0, *score.shape, rh, rw)
                 found["box"].append(grid[ys, xs])
                 found["score"].append(score[ys, xs])
                 found["component"].append(np.full(ys.size, c))
@@ -828,365 +551,10 @@ class DPMDetector:
         return cls(components, config, info)
 
 
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Training
-
-
-@numba.njit(cache=True)
-def _dual_cd_svm(x, y, c, bias_feature, max_epochs, tol, seed):
-    """Hinge-loss linear SVM ``min ½|w|² + c Σ max(0, 1 − y_i (w·x_i + b))`` by dual coordinate descent.
-
-    The bias is the weight of a constant feature ``bias_feature``. Stops when the projected-gradient spread of
-    an epoch falls below ``tol`` (Hsieh et al., ICML 2008, without shrinking).
-    """
-    n, d = x.shape
-    state = seed
-    alpha = np.zeros(n)
-    w = np.zeros(d)
-    wb = 0.0
-    qii = np.empty(n)
-    for i in range(n):
-        s = bias_feature * bias_feature
-        for j in range(d):
-            s += x[i, j] * x[i, j]
-        qii[i] = s
-    order = np.arange(n)
-    for _ in range(max_epochs):
-        for i in range(n - 1, 0, -1):   # Fisher-Yates with a 63-bit LCG (numba's np.random is slow to load)
-            state = (state * 6364136223846793005 + 1442695040888963407) & 0x7FFFFFFFFFFFFFFF
-            j = state % (i + 1)
-            order[i], order[j] = order[j], order[i]
-        pg_max, pg_min = -np.inf, np.inf
-        for i in order:
-            s = wb * bias_feature
-            for j in range(d):
-                s += w[j] * x[i, j]
-            g = y[i] * s - 1.0
-            pg = g
-            if alpha[i] == 0.0:
-                pg = min(g, 0.0)
-            elif alpha[i] == c:
-                pg = max(g, 0.0)
-            pg_max, pg_min = max(pg_max, pg), min(pg_min, pg)
-            if pg != 0.0:
-                new = min(max(alpha[i] - g / qii[i], 0.0), c)
-                delta = (new - alpha[i]) * y[i]
-                alpha[i] = new
-                for j in range(d):
-                    w[j] += delta * x[i, j]
-                wb += delta * bias_feature
-        if pg_max - pg_min < tol:
-            break
-    return w, wb * bias_feature
-
-
-def _train_svm(positives, negatives, config, seed):
-    """``(w, bias)`` separating two float32 feature matrices."""
-    x = np.ascontiguousarray(np.concatenate([positives, negatives]), dtype=np.float32)
-    y = np.concatenate([np.ones(len(positives)), -np.ones(len(negatives))])
-    return _dual_cd_svm(x, y, config.svm_c, config.bias_feature, config.svm_epochs, config.svm_tol, seed)
-
-
-def _yaw_proxy(landmarks, box):
-    """Nose-tip (0-based point 30) x offset from the box centre in box widths; 0 without 68 landmarks."""
-    if landmarks is None or len(landmarks) != 68:
-        return 0.0
-    return float((landmarks[30, 0] - (box[0] + box[2]) / 2) / max(box[2] - box[0], 1e-6))
-
-
-def _flip_box(box, width):
-    return np.array([width - 1 - box[2], box[1], width - 1 - box[0], box[3]], dtype=np.float64)
-
-
-def _load(image_path, flip):
-    image = read_image(image_path)
-    return np.ascontiguousarray(image[:, ::-1]) if flip else image
-
-
-def _warp_features(image, box, rh, rw, sbin):
-    """HOG of ``box`` warped to exactly ``(rh, rw)`` cells (one cell of context each side feeds the border)."""
-    x0, y0, x1, y1 = box
-    cw, ch = (x1 - x0) / rw, (y1 - y0) / rh
-    left, top = int(round(x0 - cw)), int(round(y0 - ch))
-    right, bottom = int(round(x1 + cw)), int(round(y1 + ch))
-    h, w = image.shape[:2]
-    pad = max(0, -left, -top, right - w, bottom - h)
-    src = image if pad == 0 else cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-    crop = src[top + pad:bottom + pad, left + pad:right + pad].astype(np.float32)
-    size = ((rw + 2) * sbin, (rh + 2) * sbin)
-    shrink = crop.shape[1] > size[0]
-    crop = cv2.resize(crop, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    return _with_indicator(hog_features(crop, sbin)).ravel()
-
-
-class _Trainer:
-    """State of one training run: the data, the model being trained, caches of hard negatives, timings."""
-
-    def __init__(self, samples, config, progress):
-        self.config, self.progress = config, progress
-        self.rng = np.random.default_rng(config.seed)
-        self.start, self.start_cpu = time.perf_counter(), time.process_time()
-        self.boxes_of = defaultdict(list)   # image path → every annotated box (negatives avoid all of them)
-        for s in samples:
-            self.boxes_of[Path(s.image_path)].append(np.asarray(s.box, dtype=np.float64))
-        chosen = self.rng.permutation(len(samples))[:config.max_positives]
-        self.positives = []   # (image path, mirrored, box in the unmirrored image, yaw proxy of the used copy)
-        for i in sorted(chosen):
-            s = samples[i]
-            box = np.asarray(s.box, dtype=np.float64)
-            yaw = _yaw_proxy(s.landmarks, box)
-            self.positives.append((Path(s.image_path), False, box, yaw))
-            if config.mirror:
-                self.positives.append((Path(s.image_path), True, box, -yaw))
-        self.images = sorted(self.boxes_of)
-        self.negatives = {}
-        self.info = {"n_positives": len(self.positives), "n_images": len(self.images)}
-
-    def log(self, message):
-        if self.progress:
-            wall, cpu = time.perf_counter() - self.start, time.process_time() - self.start_cpu
-            print(f"[dpm {wall:6.1f}s wall {cpu:6.1f}s cpu] {message}", file=sys.stderr, flush=True)
-
-    def gt_boxes(self, path, flip, width):
-        boxes = self.boxes_of[path]
-        return np.array([_flip_box(b, width) if flip else b for b in boxes]).reshape(-1, 4)
-
-    def box(self, i, image):
-        """Positive ``i``'s box in ``image`` (its mirrored copy when the positive is mirrored)."""
-        path, flip, box, _ = self.positives[i]
-        return _flip_box(box, image.shape[1]) if flip else box
-
-    # -- phase 1: components and warped root filters ------------------------------------------------------------
-
-    def init_components(self):
-        cfg = self.config
-        yaw = np.array([p[3] for p in self.positives])
-        order = np.argsort(yaw, kind="stable")
-        groups = np.array_split(order, cfg.n_components)
-        self.assignment = np.empty(len(self.positives), np.int64)
-        components = []
-        for c, members in enumerate(groups):
-            self.assignment[members] = c
-            aspect = np.median([(self.positives[i][2][3] - self.positives[i][2][1])
-                                / max(self.positives[i][2][2] - self.positives[i][2][0], 1e-6) for i in members])
-            rw = max(3, int(round(math.sqrt(cfg.root_area / aspect))))
-            rh = max(3, int(round(cfg.root_area / rw)))
-            components.append(Component(root=np.zeros((rh, rw, FEATURE_DIM), np.float32)))
-        self.model = DPMDetector(components, cfg, self.info)
-        sizes = [f"{c.root.shape[0]}x{c.root.shape[1]}" for c in components]
-        self.log(f"{len(self.positives)} positives in {cfg.n_components} components, root filters {sizes}")
-
-    def warped_positives(self):
-        feats = defaultdict(list)
-        by_image = defaultdict(list)
-        for i, (path, flip, box, _) in enumerate(self.positives):
-            by_image[(path, flip)].append(i)
-        for (path, flip), members in by_image.items():
-            image = _load(path, flip)
-            for i in members:
-                c = self.assignment[i]
-                rh, rw = self.model.components[c].root.shape[:2]
-                feats[c].append(_warp_features(image, self.box(i, image), rh, rw, self.config.sbin))
-        return {c: np.array(v, np.float32) for c, v in feats.items()}
-
-    def random_negatives(self):
-        cfg = self.config
-        feats = defaultdict(list)
-        per_image = max(1, int(math.ceil(cfg.random_negatives * 1.0 / max(len(self.images), 1))))
-        for path in self.rng.permutation(self.images):
-            if all(len(feats[c]) >= cfg.random_negatives for c in range(cfg.n_components)):
-                break
-            image = _load(path, False)
-            h, w = image.shape[:2]
-            gts = self.gt_boxes(path, False, w)
-            for c, comp in enumerate(self.model.components):
-                rh, rw = comp.root.shape[:2]
-                min_w, max_w = rw * cfg.sbin, min(w, h * rw / rh)
-                for _ in range(per_image * 4):
-                    if len(feats[c]) >= cfg.random_negatives or max_w <= min_w:
-                        break
-                    bw = math.exp(self.rng.uniform(math.log(min_w), math.log(max_w)))
-                    bh = bw * rh / rw
-                    x0, y0 = self.rng.uniform(0, w - bw), self.rng.uniform(0, h - bh)
-                    box = np.array([x0, y0, x0 + bw, y0 + bh])
-                    if gts.size and box_iou(box, gts).max() >= cfg.neg_iou:
-                        continue
-                    feats[c].append(_warp_features(image, box, rh, rw, cfg.sbin))
-        return {c: np.array(feats[c], np.float32).reshape(len(feats[c]), -1) for c in range(cfg.n_components)}
-
-    # -- SVM on fixed latent values -----------------------------------------------------------------------------
-
-    def train(self, positives, what):
-        for c, comp in enumerate(self.model.components):
-            pos = positives.get(c, np.zeros((0, comp.weights().size), np.float32))
-            neg = self.negatives.get(c, np.zeros((0, comp.weights().size), np.float32))
-            if len(pos) == 0 or len(neg) == 0:
-                self.log(f"  component {c}: {len(pos)} positives, {len(neg)} negatives; kept as is")
-                continue
-            w, b = _train_svm(pos, neg, self.config, self.config.seed + c)
-            comp.set_weights(w, b)
-            margin_pos = float(np.mean(pos @ comp.weights() + comp.bias >= 1 - 1e-3))
-            self.log(f"  {what} component {c}: {len(pos)} pos, {len(neg)} neg; "
-                     f"{margin_pos:.0%} positives beyond the margin")
-
-    def add_negatives(self, new):
-        for c, feats in new.items():
-            if not len(feats):
-                continue
-            old = self.negatives.get(c)
-            merged = feats if old is None or len(old) == 0 else np.concatenate([old, feats])
-            if len(merged) > self.config.neg_cache:   # keep the hardest under the current model
-                comp = self.model.components[c]
-                scores = merged @ comp.weights() + comp.bias
-                merged = merged[np.argsort(-scores, kind="stable")[:self.config.neg_cache]]
-            self.negatives[c] = merged
-
-    # -- hard negatives -----------------------------------------------------------------------------------------
-
-    def mine(self):
-        cfg = self.config
-        model = self.model
-        new = defaultdict(list)
-        chosen = self.rng.permutation(len(self.images))[:cfg.neg_images_per_round]
-        for idx in chosen:
-            path = self.images[idx]
-            image = _load(path, False)
-            gts = self.gt_boxes(path, False, image.shape[1])
-            pyr = model.pyramid(image)
-            found = {key: np.concatenate(v) for key, v in model._candidates(pyr, -1.0).items()}
-            if not found:
-                continue
-            ok = np.ones(len(found["box"]), bool)
-            for g in gts:
-                ok &= box_iou(g, found["box"]) < cfg.neg_iou
-            for c in range(len(model.components)):
-                sel = np.nonzero(ok & (found["component"] == c))[0]
-                if not sel.size:
-                    continue
-                sel = sel[np.argsort(-found["score"][sel], kind="stable")[:50 * cfg.neg_per_image]]
-                for j in sel[nms(found["box"][sel], found["score"][sel], 0.5, cfg.neg_per_image)]:
-                    new[c].append(model._placement_features(pyr, found["level"][j], c, found["y"][j],
-                                                            found["x"][j], found["part_y"][j], found["part_x"][j]))
-        self.add_negatives({c: np.array(v, np.float32) for c, v in new.items()})
-        n_found = sum(len(v) for v in new.values())
-        sizes = {c: len(v) for c, v in self.negatives.items()}
-        self.log(f"  mined {n_found} hard negatives from {len(chosen)} images; cache sizes {sizes}")
-
-    # -- latent positives ---------------------------------------------------------------------------------------
-
-    def best_placement(self, pyr, box, min_iou):
-        """``(score, component, level, y, x, part_y, part_x, window)`` of the best window with IoU >= min_iou.
-
-        Only levels whose window size allows that IoU are scanned, and in each only the root positions around
-        the box (plus a margin of ``PLACEMENT_MARGIN`` root cells in which parts can move).
-        """
-        model = self.model
-        best = None
-        bw, bh = box[2] - box[0], box[3] - box[1]
-        for k in range(0, pyr.max_level((1, 1)) + 1):
-            sy, sx = pyr.steps(k)
-            ids = []
-            for c, comp in enumerate(model.components):
-                ww, wh = comp.root.shape[1] * sx, comp.root.shape[0] * sy
-                inter = min(ww, bw) * min(wh, bh)   # the IoU of two centred boxes bounds every placement's
-                if inter / (ww * wh + bw * bh - inter) >= min_iou:
-                    ids.append(c)
-            if not ids:
-                continue
-            rows, cols = pyr.root_map(k).shape[:2]
-            ok = np.zeros((rows, cols), bool)
-            for c in ids:
-                rh, rw = model.components[c].root.shape[:2]
-                if rows >= rh and cols >= rw:
-                    grid = _window_grid(pyr, k, 0, 0, rows - rh + 1, cols - rw + 1, rh, rw)
-                    ok[:rows - rh + 1, :cols - rw + 1] |= box_iou(box, grid) >= min_iou
-            ys, xs = np.nonzero(ok)
-            if not ys.size:
-                continue
-            region = (max(ys.min() - PLACEMENT_MARGIN, 0), ys.max() + 1 + PLACEMENT_MARGIN,
-                      max(xs.min() - PLACEMENT_MARGIN, 0), xs.max() + 1 + PLACEMENT_MARGIN)
-            for c, (score, part_y, part_x) in model.score_level(pyr, k, ids, region).items():
-                rh, rw = model.components[c].root.shape[:2]
-                windows = _window_grid(pyr, k, region[0], region[2], *score.shape, rh, rw)
-                masked = np.where(box_iou(box, windows) >= min_iou, score, -np.inf)
-                j = np.unravel_index(np.argmax(masked), masked.shape)
-                if np.isfinite(masked[j]) and (best is None or masked[j] > best[0]):
-                    best = (float(masked[j]), c, k, region[0] + j[0], region[2] + j[1], part_y[:, j[0], j[1]],
-                            part_x[:, j[0], j[1]], windows[j])
-        return best
-
-    def relabel(self, indices, min_iou):
-        """Best placement of each chosen positive: features per component and the placements themselves."""
-        feats = defaultdict(list)
-        placements = []
-        by_image = defaultdict(list)
-        for i in indices:
-            by_image[(self.positives[i][0], self.positives[i][1])].append(i)
-        for (path, flip), members in by_image.items():
-            image = _load(path, flip)
-            pyr = self.model.pyramid(image)
-            for i in members:
-                box = self.box(i, image)
-                found = self.best_placement(pyr, box, min_iou)
-                if found is None:
-                    continue
-                _, c, k, y, x, part_y, part_x, window = found
-                feats[c].append(self.model._placement_features(pyr, k, c, y, x, part_y, part_x))
-                inputs = self.model._regression_inputs(pyr, k, c, window[None], part_y[None], part_x[None])[0]
-                placements.append((box, c, inputs, window))
-        counts = {c: len(v) for c, v in sorted(feats.items())}
-        self.log(f"  relabelled {len(placements)}/{len(indices)} positives (IoU >= {min_iou}); per component "
-                 f"{counts}")
-        return {c: np.array(v, np.float32) for c, v in feats.items()}, placements
-
-    # -- parts --------------------------------------------------------------------------------------------------
-
-    def add_parts(self):
-        """Initialise parts on the highest-energy sub-windows of each 2×-interpolated root filter."""
-        cfg = self.config
-        side = max(2, int(round(math.sqrt(0.8 * 4 * cfg.root_area / cfg.n_parts))))
-        for comp in self.model.components:
-            fine = np.repeat(np.repeat(comp.root, 2, axis=0), 2, axis=1)
-            energy = (np.maximum(fine, 0) ** 2).sum(axis=2)
-            ph, pw = min(side, fine.shape[0]), min(side, fine.shape[1])
-            parts, anchors = [], []
-            for _ in range(cfg.n_parts):
-                sums = np.lib.stride_tricks.sliding_window_view(energy, (ph, pw)).sum(axis=(2, 3))
-                ay, ax = np.unravel_index(np.argmax(sums), sums.shape)
-                parts.append(fine[ay:ay + ph, ax:ax + pw].copy())
-                anchors.append((ay + 1, ax + 1))   # +1: the HOG border offset between root and part maps
-                energy[ay:ay + ph, ax:ax + pw] = 0.0
-            comp.parts = np.array(parts, np.float32)
-            comp.anchors = np.array(anchors, np.int64)
-            comp.deformation = np.tile([0.0, 0.1, 0.0, 0.1], (cfg.n_parts, 1))
-            comp.bbox_reg = np.zeros((1 + 2 * cfg.n_parts, 4))
-        self.negatives = {}   # the feature vectors changed length; mine afresh
-        self.log(f"added {cfg.n_parts} parts of {side}x{side} cells per component")
-
-    # -- bounding-box prediction --------------------------------------------------------------------------------
-
-    def fit_box_regression(self, placements):
-        """Ridge regression per component from part geometry to the landmark box (window-relative)."""
-        per_comp = defaultdict(list)
-        for box, c, inputs, window in placements:
-            w, h = window[2] - window[0], window[3] - window[1]
-            per_comp[c].append((inputs, (box - window) / np.array([w, h, w, h])))
-        for c, comp in enumerate(self.model.components):
-            rows = per_comp.get(c, [])
-            dim = 1 + 2 * comp.n_parts
-            if not rows:
-                comp.bbox_reg = np.zeros((dim, 4))
-                continue
-            a = np.array([r[0] for r in rows])
-            t = np.array([r[1] for r in rows])
-            if len(rows) < 3 * dim:   # too few for the part terms: learn only the mean offset
-                comp.bbox_reg = np.zeros((dim, 4))
-                comp.bbox_reg[0] = t.mean(axis=0)
-                continue
-            reg = 1e-3 * len(rows) * np.eye(dim)
-            reg[0, 0] = 0.0                 # the intercept is not shrunk
-            comp.bbox_reg = np.linalg.solve(a.T @ a + reg, a.T @ t)
-        self.log(f"box regression fitted on {len(placements)} placements")
 
 
 def train_dpm(samples, out_path, config=None, progress=True):
@@ -1205,7 +573,9 @@ def train_dpm(samples, out_path, config=None, progress=True):
     config = config or config_preset("cpu")
     if len(samples) < 2 * config.n_components:
         raise ValueError(f"DPM training needs at least {2 * config.n_components} faces, got {len(samples)}")
-    trainer = _Trainer(samples, config, progress)
+    from benchmarks.latent_svm import Trainer   # here, not at the top: latent_svm builds on this module's model
+
+    trainer = Trainer(samples, config, progress)
     phases = {}
 
     t = time.perf_counter()
