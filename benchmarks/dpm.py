@@ -128,6 +128,10 @@ PRESETS = {
     "cpu": {"interval": 5, "n_parts": 6, "max_positives": 500, "random_negatives": 1500,
             "neg_images_per_round": 100, "neg_cache": 4000, "root_mining_rounds": 1, "latent_iterations": 1,
             "part_mining_rounds": 1, "bbox_samples": 200, "svm_epochs": 60},
+    # Seconds-long training on a handful of images: for contract tests of the harness, not for accuracy.
+    "tiny": {"interval": 2, "n_parts": 2, "max_positives": 40, "random_negatives": 100, "neg_images_per_round": 4,
+             "neg_cache": 200, "root_mining_rounds": 1, "latent_iterations": 1, "part_mining_rounds": 1,
+             "bbox_samples": 20, "svm_epochs": 10},
 }
 
 

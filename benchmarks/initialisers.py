@@ -388,18 +388,38 @@ def hog_svm_factory(ctx):
     return detector_initialiser(ctx, "hog_svm", detector)
 
 
+def dlib68_factory(ctx):
+    """``dlib-68``: dlib's frontal HOG detector + its 68-point regression-tree predictor (face_recognition_models).
+
+    The tool many users reach for instead of DenseReg. It was trained on real 300-W faces, so it is run on
+    real images only: on the synthetic benchmark it would measure a domain gap, not the method.
+    """
+    if ctx.source != "real":
+        raise ValueError("dlib-68 was trained on real 300-W faces; run it on real images only (--source real)")
+    from benchmarks import hogsvm
+
+    detector, predictor = hogsvm.HogSvmDetector(None), hogsvm.DlibShapePredictor()
+
+    def dlib68(image, box):
+        picked = pick_detection([b for b, _ in detector.detect(image)], box)
+        return None if picked is None else predictor(image, picked[1])
+
+    return dlib68
+
+
 def dpm_factory(ctx):
     """``dpm``: our deformable part model face detector (stands in for Mathias et al.'s, which is not available)
     → mean shape. Trained on the training split on first use (``python -m benchmarks.dpm train``), cached as
-    ``runs/<source>/dpm.npz``.
+    ``runs/<source>/dpm-<preset>.npz`` (the run's preset when DPM has one, else ``cpu``).
     """
     from benchmarks import dpm
 
-    path = Path(ctx.runs_dir) / "dpm.npz"
+    preset = ctx.preset if ctx.preset in dpm.PRESETS else "cpu"
+    path = Path(ctx.runs_dir) / f"dpm-{preset}.npz"
     if not path.is_file():
         Path(ctx.runs_dir).mkdir(parents=True, exist_ok=True)
-        dpm.train_dpm(ctx.train_samples(), path)
-    return detector_initialiser(ctx, "dpm", dpm.DPMDetector.load(path))
+        dpm.train_dpm(ctx.train_samples(), path, dpm.config_preset(preset))
+    return detector_initialiser(ctx, f"dpm-{preset}", dpm.DPMDetector.load(path))
 
 
 INITIALISERS = {
@@ -407,7 +427,8 @@ INITIALISERS = {
     "densereg": densereg_factory,
     "densereg-raw": lambda ctx: densereg_factory(ctx, refine=False),
     "hog-svm": hog_svm_factory,
-    "dpm": dpm_factory,   # ours, standing in for Mathias et al.'s DPM
+    "dpm": dpm_factory,          # ours, standing in for Mathias et al.'s DPM
+    "dlib-68": dlib68_factory,   # real images only
 }
 
 # Initialisers spelt PREFIX:ARG; the factory is called as factory(ARG, ctx).

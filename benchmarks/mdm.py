@@ -134,6 +134,9 @@ PRESETS = {
     "cpu": dict(patch_size=15, reference_diagonal=100.0, frame_size=128, conv_channels=16, batch_size=16,
                 iterations=700, learning_rate=1e-3, lr_decay_every=500, ema_decay=0.99, checkpoint_every=100,
                 iod_floor=0.2, standardise=True),
+    # Two iterations of a miniature network: for contract tests of the harness, not for accuracy.
+    "tiny": dict(patch_size=14, reference_diagonal=60.0, frame_size=80, conv_channels=4, hidden=16, batch_size=2,
+                 iterations=2, checkpoint_every=2, iod_floor=0.2, standardise=True),
 }
 
 # Config fields that may change when a checkpoint is resumed (they do not alter the steps already taken).
