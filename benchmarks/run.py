@@ -36,7 +36,6 @@ results are kept in sample order, so the output does not depend on N.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import random
 import re
@@ -53,6 +52,7 @@ from benchmarks.fitters import FITTERS, PREFIXED_FITTERS, get_fitter
 from benchmarks.initialisers import INITIALISERS, PREFIXED_INITIALISERS, RunContext, get_initialiser, \
     resolve_factory
 from densereg import datasets
+from densereg.workers import fork_pool
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RESULTS = REPO_ROOT / "results"
@@ -225,14 +225,6 @@ def method_device(ctx):
 _WORKER = {}  # the job and the built methods, set in the parent before forking so workers inherit them
 
 
-def _worker_init():
-    import cv2
-
-    cv2.setNumThreads(1)  # N workers on N cores; inner thread pools would oversubscribe them
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(1)
-
-
 def _worker_task(index):
     job = _WORKER["job"]
     seed_everything(job["seed"], index)
@@ -263,7 +255,7 @@ def evaluate(samples, init_spec, fitter_spec, ctx, norm, workers=1, seed=0, prog
         _WORKER["methods"] = build_methods(init_spec, fitter_spec, ctx)
         _WORKER["device"] = method_device(ctx)
         _WORKER["job"] = {"samples": samples, "norm": norm, "seed": seed}
-        with multiprocessing.get_context("fork").Pool(workers, initializer=_worker_init) as pool:
+        with fork_pool(workers) as pool:
             for result in pool.imap(_worker_task, range(len(samples)), chunksize=1):
                 results.append(result)
                 bar.update()

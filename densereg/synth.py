@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import shutil
 import sys
@@ -38,6 +37,7 @@ import cv2
 import numpy as np
 
 from densereg import appearance, datasets, rasterize
+from densereg.workers import fork_pool
 from densereg.template import builtin_face
 
 IMAGE_SIZE = 256          # synthetic images are square; faces span roughly 35-65% of the width
@@ -193,7 +193,7 @@ def generate(out: Path, seed: int = 0, counts: dict[str, int] | None = None, wor
 
     bar = tqdm(total=len(plan), desc="synthetic benchmark", unit="img", disable=not progress, file=sys.stderr)
     if workers > 1:
-        with multiprocessing.get_context("fork").Pool(workers, initializer=_worker_init) as pool:
+        with fork_pool(workers) as pool:   # workers render single-threaded (numba, OpenCV): one per core
             for _ in pool.imap_unordered(_render_and_write, plan, chunksize=8):
                 bar.update()
     else:
@@ -211,11 +211,6 @@ def generate(out: Path, seed: int = 0, counts: dict[str, int] | None = None, wor
         shutil.rmtree(out)
     os.replace(tmp, out)
     return manifest
-
-
-def _worker_init():
-    """Each worker renders on one thread (numba, OpenCV) so two workers use two cores without thrashing."""
-    cv2.setNumThreads(1)
 
 
 def read_manifest(root: Path) -> dict | None:

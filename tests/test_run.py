@@ -254,7 +254,7 @@ def test_missing_real_data_names_layout_and_synthetic_option(tmp_path, monkeypat
 
 
 @pytest.mark.parametrize("argv, message", [
-    (("--init", "nonsense"), "valid: densereg, densereg-raw, dpm, hog-svm, mean-shape, boxes:ARG"),
+    (("--init", "nonsense"), "valid: densereg, densereg-raw, dlib-68, dpm, hog-svm, mean-shape, boxes:ARG"),
     (("--init", "mean-shape", "--fitter", "nope"), "unknown fitter 'nope'; valid: aam, mdm, none"),
     (("--init", "no_such_module_xyz:f"), "cannot import module 'no_such_module_xyz'"),
     (("--init", "densereg", "--checkpoint", "/nonexistent/last.pt"), "/nonexistent/last.pt: checkpoint not found"),
