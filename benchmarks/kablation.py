@@ -53,12 +53,15 @@ def train_all(ks: list[int], args) -> dict[int, tuple[Path, float]]:
     """Train every K's network, ``args.parallel`` at a time (separate processes, one core each)."""
     import multiprocessing
     import os
+    from concurrent.futures import ProcessPoolExecutor
 
     parallel = max(1, min(args.parallel or os.cpu_count() or 1, len(ks)))
     if parallel == 1:
         return dict(_train_job((K, args)) for K in ks)
-    with multiprocessing.get_context("spawn").Pool(parallel) as pool:   # spawn: no forked OpenMP state
-        return dict(pool.imap_unordered(_train_job, [(K, args) for K in ks]))
+    # spawn: no forked thread-pool state; an executor's workers are not daemonic, so training may start its
+    # own data-loader processes.
+    with ProcessPoolExecutor(parallel, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return dict(pool.map(_train_job, [(K, args) for K in ks]))
 
 
 def evaluate(checkpoint: Path, samples: list[datasets.Sample], batch_size: int = 8) -> dict[str, dict]:
