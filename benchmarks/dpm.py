@@ -52,7 +52,8 @@ import cv2
 import numba
 import numpy as np
 
-from densereg.datasets import DATASETS, load_dataset, read_image
+from densereg.datasets import DATASETS, load_dataset
+from densereg.formats import read_image
 
 FEATURE_DIM = 32        # 31 HOG channels + 1 "outside the image" indicator
 HOG_TRUNCATION = 0.2    # Felzenszwalb et al.'s clipping of block-normalised histograms
