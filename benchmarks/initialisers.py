@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.provenance import atomic_write_bytes
-from densereg import datasets
+from densereg import datasets, formats
 
 # The training split whose annotations an initialiser (or fitter) may learn from, per evaluated dataset:
 # (dataset, split) for datasets.load_dataset. Helen is evaluated with models trained on 300-W, as in the paper.
@@ -77,7 +77,7 @@ class RunContext:
 
         Raises:
             KeyError: the dataset has no training split registered.
-            datasets.DatasetError: the training data is missing or malformed.
+            formats.DatasetError: the training data is missing or malformed.
         """
         if self._train is None:
             name, split = _lookup(TRAIN_SPLITS, self.dataset, "dataset with a training split")
@@ -277,7 +277,7 @@ def boxes_factory(directory, ctx, min_iou=MIN_IOU):
         path = directory / f"{Path(name).name}.pts"
         if not path.is_file():
             return None
-        picked = pick_detection(datasets.read_box_pts(path), box, min_iou)
+        picked = pick_detection(formats.read_box_pts(path), box, min_iou)
         return None if picked is None else regression(picked[1])
 
     boxes.needs_name = True

@@ -24,7 +24,7 @@ import numpy as np
 
 from benchmarks.dpm import Component, DPMDetector, box_iou, nms, window_grid
 from benchmarks.hog import FEATURE_DIM, warp_features
-from densereg.datasets import read_image
+from densereg.formats import read_image
 
 PLACEMENT_MARGIN = 2    # root cells scanned around a training face's candidate windows (room for parts)
 

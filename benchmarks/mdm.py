@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from densereg import datasets
+from densereg import datasets, formats
 
 N_POINTS = 68
 OUTER_EYE = (36, 45)          # 0-based outer eye corners: the loss's normaliser
@@ -423,7 +423,7 @@ def augmented_sample(crop, gt, mean, config, rng):
     corner_noise = np.clip(rng.standard_normal(4), -3, 3) * config.box_noise
     size = crop.shape[0]
     if flip:
-        crop, gt = crop[:, ::-1], datasets.mirror_landmarks(gt, size)
+        crop, gt = crop[:, ::-1], formats.mirror_landmarks(gt, size)
     c = (size - 1) / 2.0
     cos, sin = math.cos(theta), math.sin(theta)
     rotation = np.array([[cos, -sin, c - cos * c + sin * c], [sin, cos, c - sin * c - cos * c]])
@@ -650,9 +650,9 @@ class MDMFitter:
         result[valid] = self._fit(images, shapes, valid)
         if self.mirror:
             flipped = [np.ascontiguousarray(im[:, ::-1]) for im in images]
-            mirrored = np.stack([datasets.mirror_landmarks(s, im.shape[1]) for s, im in zip(shapes, images)])
+            mirrored = np.stack([formats.mirror_landmarks(s, im.shape[1]) for s, im in zip(shapes, images)])
             back = self._fit(flipped, mirrored, valid)
-            back = np.stack([datasets.mirror_landmarks(b, images[i].shape[1]) for b, i in zip(back, valid)])
+            back = np.stack([formats.mirror_landmarks(b, images[i].shape[1]) for b, i in zip(back, valid)])
             result[valid] = (result[valid] + back) / 2
         return result
 

@@ -51,7 +51,7 @@ from benchmarks import metrics, provenance
 from benchmarks.fitters import FITTERS, PREFIXED_FITTERS, get_fitter
 from benchmarks.initialisers import INITIALISERS, PREFIXED_INITIALISERS, RunContext, get_initialiser, \
     resolve_factory
-from densereg import datasets
+from densereg import datasets, formats
 from densereg.workers import fork_pool
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -172,7 +172,7 @@ def evaluate_sample(sample, init, fit, norm):
         spent in the two methods).
 
     Raises:
-        datasets.DatasetError: the sample's image cannot be read (a data problem, not a method failure).
+        formats.DatasetError: the sample's image cannot be read (a data problem, not a method failure).
     """
     image = sample.image()
     gt = sample.landmarks
@@ -377,7 +377,7 @@ def run(args):
     source, root = resolve_source(args.dataset, args.source)
     try:
         samples = datasets.load_dataset(args.dataset, root, args.split, **protocol.load_options)
-    except datasets.DatasetError as e:
+    except formats.DatasetError as e:
         raise RunError(f"cannot read {source} {args.dataset}/{args.split}: {e}") from e
     if not samples:
         raise RunError(f"{source} {args.dataset}/{args.split} under {root} has no samples")
@@ -395,7 +395,7 @@ def run(args):
         results, device = evaluate(samples, args.init, args.fitter, ctx, protocol.norm, workers=args.workers,
                                    seed=args.seed, progress=not args.no_progress,
                                    desc=f"{args.dataset}/{args.split} {args.init}+{args.fitter}")
-    except (NotImplementedError, LookupError, ValueError, OSError, datasets.DatasetError) as e:
+    except (NotImplementedError, LookupError, ValueError, OSError, formats.DatasetError) as e:
         raise RunError(_error_text(e)) from e
     key = {"dataset": args.dataset, "split": args.split, "init": args.init, "fitter": args.fitter,
            "source": source, "preset": args.preset, "tag": tag}

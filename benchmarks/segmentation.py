@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import metrics, provenance
-from densereg import datasets, groundtruth, train
+from densereg import datasets, formats, groundtruth, train
 from densereg.template import PARTS
 
 
@@ -114,7 +114,7 @@ def helen_test_samples(source: str, root: Path) -> list[datasets.Sample]:
     image, when present, takes precedence.
 
     Raises:
-        datasets.DatasetError: a test image has no fitting; the message says which files are expected.
+        formats.DatasetError: a test image has no fitting; the message says which files are expected.
     """
     samples = datasets.load_dataset("helen", root, "test")
     out, missing = [], []
@@ -131,7 +131,7 @@ def helen_test_samples(source: str, root: Path) -> list[datasets.Sample]:
         if not mat.is_file() or image is None:
             missing.append(mat if not mat.is_file() else lp.with_suffix(".jpg"))
             continue
-        fitting = datasets.read_fitting(mat)
+        fitting = formats.read_fitting(mat)
         out.append(datasets.Sample(name=f"HELEN/{lp.name}", image_path=image, landmarks=None,
                                    box=datasets.landmarks_box(fitting.pt2d),
                                    extras={**s.extras, "fitting": mat, "helen_image": s.image_path}))
@@ -143,10 +143,10 @@ def helen_test_samples(source: str, root: Path) -> list[datasets.Sample]:
                     "300W-LP fittings of the Helen test images: unpack 300W-LP so that "
                     "$DENSEREG_DATA/300W_LP/HELEN/HELEN_<stem>_0.mat and .jpg exist for every image of "
                     "$DENSEREG_DATA/300W/helen/testset, and put the Basel Face Model files in $DENSEREG_DATA/BFM")
-        raise datasets.DatasetError(f"{len(missing)} of {len(samples)} Helen test images under {root} have no "
-                                    f"3D fitting (first: {missing[0]}); {hint}")
+        raise formats.DatasetError(f"{len(missing)} of {len(samples)} Helen test images under {root} have no "
+                                   f"3D fitting (first: {missing[0]}); {hint}")
     if not out:
-        raise datasets.DatasetError(f"{root}: no Helen test images (300W/helen/testset is empty)")
+        raise formats.DatasetError(f"{root}: no Helen test images (300W/helen/testset is empty)")
     return out
 
 
@@ -226,7 +226,7 @@ def evaluate(checkpoint: Path, samples: list[datasets.Sample], batch_size: int =
     model, cfg = train.load_model(checkpoint)
     device = _device()
     model.to(device)
-    template = groundtruth.template_for(datasets.read_fitting(samples[0].extras["fitting"]).model)
+    template = groundtruth.template_for(formats.read_fitting(samples[0].extras["fitting"]).model)
     preds, gts, kept = [], [], {}
     start = time.perf_counter()
     for first in range(0, len(samples), batch_size):
@@ -393,8 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         root = _resolve_root(args.source, args.root)
         samples = helen_test_samples(args.source, root)[: args.limit]
-        groundtruth.template_for(datasets.read_fitting(samples[0].extras["fitting"]).model)  # BFM present?
-    except (datasets.DatasetError, KeyError, FileNotFoundError) as exc:
+        groundtruth.template_for(formats.read_fitting(samples[0].extras["fitting"]).model)  # BFM present?
+    except (formats.DatasetError, KeyError, FileNotFoundError) as exc:
         print(f"[table1] error: {exc}", file=sys.stderr)
         return 2
     print(f"[table1] data source: {args.source}; preset {args.preset}; {len(samples)} Helen test images; "

@@ -3,7 +3,7 @@
 Conventions shared by every module (keep them; tests rely on them):
 
 * Points are ``N×2`` float arrays in ``(x, y)``: x = column, y = row, 0-based, integer values at pixel
-  centres. ``.pts`` files are 1-based on disk (``datasets.read_pts`` subtracts 1, ``write_pts`` adds 1).
+  centres. ``.pts`` files are 1-based on disk (``formats.read_pts`` subtracts 1, ``write_pts`` adds 1).
 * Boxes are ``(x0, y0, x1, y1)`` float arrays in the same pixel frame.
 * Images are ``H×W×3`` uint8 RGB.
 * Template (object) space: x towards the viewer's right when the face looks at the camera (the subject's

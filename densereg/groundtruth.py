@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from densereg import datasets, rasterize
+from densereg import datasets, formats, rasterize
 from densereg.bfm import load_bfm
 from densereg.template import builtin_face
 
@@ -38,14 +38,14 @@ def template_for(model: str):
     raise ValueError(f"unknown fitting model {model!r}; expected 'builtin' or 'bfm'")
 
 
-def posed_vertices(fitting: datasets.Fitting, template, height: int) -> np.ndarray:
+def posed_vertices(fitting: formats.Fitting, template, height: int) -> np.ndarray:
     """Image-space vertices (col, row, depth; larger depth = closer) of a fitting, 3DDFA convention."""
     # Templates are stored in units of the outer-eye distance; poses are in the model's native units.
     verts = template.instance(fitting.shape_para, fitting.exp_para) / template.scale
     return rasterize.project_3ddfa(verts, fitting.pose_para, height)
 
 
-def render_fitting(fitting: datasets.Fitting, height: int, width: int, template=None) -> rasterize.DenseGT:
+def render_fitting(fitting: formats.Fitting, height: int, width: int, template=None) -> rasterize.DenseGT:
     """Per-pixel GT (u, v, depth in [0, 1], mask, parts) of one fitted face in an ``height×width`` image."""
     template = template or template_for(fitting.model)
     return rasterize.render_gt(template, posed_vertices(fitting, template, height), height, width)
@@ -63,7 +63,7 @@ def dense_gt(sample: datasets.Sample, template=None, image_shape: tuple[int, int
     if path is None:
         raise ValueError(f"{sample.image_path}: no 3D fitting for this image, so no dense UV ground truth; "
                          "DenseReg's dense targets come from 300W-LP fittings (or the synthetic benchmark)")
-    fitting = datasets.read_fitting(path)
+    fitting = formats.read_fitting(path)
     if image_shape is None:
         image_shape = sample.image().shape[:2]
     return render_fitting(fitting, image_shape[0], image_shape[1], template)

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import torch
 
-from densereg import datasets
+from densereg import formats
 
 
 @dataclass
@@ -217,14 +217,14 @@ def main(argv: list[str] | None = None) -> int:
     scale = args.image_scale if args.image_scale is not None else cfg.image_scale
     args.out.mkdir(parents=True, exist_ok=True)
     for path in args.images:
-        image = datasets.read_image(path)
+        image = formats.read_image(path)
         est = predict(model, image, image_scale=scale)
         gt = None
         fitting = path.with_suffix(".mat")
         if fitting.is_file():   # the synthetic benchmark and 300W-LP keep the fitting beside the image
-            gt = groundtruth.render_fitting(datasets.read_fitting(fitting), *image.shape[:2])
+            gt = groundtruth.render_fitting(formats.read_fitting(fitting), *image.shape[:2])
         out = args.out / f"{path.stem}_densereg.png"
-        datasets.write_image(out, panel(image, est, gt))
+        formats.write_image(out, panel(image, est, gt))
         print(out)
     return 0
 

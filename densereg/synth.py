@@ -36,7 +36,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from densereg import appearance, datasets, rasterize
+from densereg import appearance, datasets, formats, rasterize
 from densereg.workers import fork_pool
 from densereg.template import builtin_face
 
@@ -160,16 +160,16 @@ def _render_and_write(args: tuple) -> tuple[str, int]:
     paths = datasets.synthetic_paths(Path(root), split, index)
     for p in paths.values():
         p.parent.mkdir(parents=True, exist_ok=True)
-    datasets.write_image(paths["image"], scene.image)
-    datasets.write_pts(paths["pts"], scene.landmarks)
+    formats.write_image(paths["image"], scene.image)
+    formats.write_pts(paths["pts"], scene.landmarks)
     if "box" in paths:
         box = np.concatenate([scene.landmarks.min(0), scene.landmarks.max(0)])
-        datasets.write_box_pts(paths["box"], box)
-    fitting = datasets.Fitting(pose_para=scene.pose_para, shape_para=scene.shape_para, exp_para=scene.exp_para,
-                               pt2d=scene.landmarks, roi=np.concatenate([scene.landmarks.min(0),
-                                                                         scene.landmarks.max(0)]),
-                               model="builtin")
-    datasets.write_fitting(paths["fitting"], fitting)
+        formats.write_box_pts(paths["box"], box)
+    fitting = formats.Fitting(pose_para=scene.pose_para, shape_para=scene.shape_para, exp_para=scene.exp_para,
+                              pt2d=scene.landmarks, roi=np.concatenate([scene.landmarks.min(0),
+                                                                        scene.landmarks.max(0)]),
+                              model="builtin")
+    formats.write_fitting(paths["fitting"], fitting)
     if "lp_image" in paths:      # 300W-LP keeps its own copy of each training image beside the fitting
         shutil.copyfile(paths["image"], paths["lp_image"])
     return split, index
@@ -262,7 +262,7 @@ def preview(root: Path, out_png: Path, n: int = 12) -> Path:
         pad[:, :rows[-1].shape[1]] = rows[-1]
         rows[-1] = pad
     grid = np.concatenate(rows, axis=0)
-    datasets.write_image(Path(out_png), grid)
+    formats.write_image(Path(out_png), grid)
     return Path(out_png)
 
 

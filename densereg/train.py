@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 import torch
 
-from densereg import datasets, groundtruth, rasterize
+from densereg import datasets, formats, groundtruth, rasterize
 from densereg.deeplab import DeepLabV2
 from densereg.model import DenseRegNet
 
@@ -164,7 +164,7 @@ class TrainingBatches(torch.utils.data.Dataset):
         sh, sw = max(1, round(h * scale)), max(1, round(w * scale))
         image = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
         # Render the targets directly at the scaled size (exact, no resampling of UV across silhouettes).
-        fitting = datasets.read_fitting(sample.extras["fitting"])
+        fitting = formats.read_fitting(sample.extras["fitting"])
         template = groundtruth.template_for(fitting.model)
         verts = groundtruth.posed_vertices(fitting, template, h)
         verts[:, :2] = (verts[:, :2] + 0.5) * np.array([sw / w, sh / h]) - 0.5

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from benchmarks import dpm, hog, latent_svm
-from densereg.datasets import Sample, load_dataset, write_pts
+from densereg.datasets import Sample, load_dataset
+from densereg.formats import write_pts
 
 # ------------------------------------------------------------------------------------------------------------
 # Distance transform, boxes

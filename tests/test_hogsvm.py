@@ -8,13 +8,13 @@ pytest.importorskip("dlib")
 from benchmarks import hogsvm, metrics  # noqa: E402
 from benchmarks.aam import ArtefactError  # noqa: E402
 from benchmarks.initialisers import iou  # noqa: E402
-from densereg import datasets  # noqa: E402
+from densereg import datasets, formats  # noqa: E402
 
 
 def test_yaw_proxy_is_zero_when_symmetric_and_flips_sign_when_mirrored(tiny_synth):
     for sample in datasets.load_dataset("300w", tiny_synth, "train"):
         yaw = hogsvm.yaw_proxy(sample.landmarks)
-        mirrored = datasets.mirror_landmarks(sample.landmarks, 256)
+        mirrored = formats.mirror_landmarks(sample.landmarks, 256)
         assert -1.0 <= yaw <= 1.0
         assert hogsvm.yaw_proxy(mirrored) == pytest.approx(-yaw, abs=1e-9)
     symmetric = np.zeros((68, 2))
@@ -69,7 +69,7 @@ def test_trained_detector_finds_the_training_faces(detector_bench):
 @pytest.fixture
 def real_face(real_fixtures):
     stem = real_fixtures / "300W" / "lfpw" / "trainset" / "image_0001"
-    return datasets.read_image(stem.with_suffix(".png")), datasets.read_pts(stem.with_suffix(".pts"), 68)
+    return formats.read_image(stem.with_suffix(".png")), formats.read_pts(stem.with_suffix(".pts"), 68)
 
 
 def test_builtin_detector_and_shape_predictor_on_a_real_face(real_face):

@@ -7,7 +7,7 @@ projections are the true answer wherever they are visible.
 import numpy as np
 import pytest
 
-from densereg import datasets, groundtruth, rasterize
+from densereg import datasets, formats, groundtruth, rasterize
 from densereg import landmarks as L
 from densereg.template import builtin_face
 
@@ -173,7 +173,7 @@ def test_small_face_raises_tau_with_the_uv_density(template):
 def test_synthetic_benchmark_pts_agree_with_the_read_out(tiny_synth, template):
     # Through the dataset layer: .pts (1-based on disk) vs the read-out on the fitting's rendered UV.
     for sample in datasets.load_dataset("300w", tiny_synth, "test"):
-        fitting = datasets.read_fitting(sample.extras["fitting"])
+        fitting = formats.read_fitting(sample.extras["fitting"])
         h, w = sample.image().shape[:2]
         gt = groundtruth.render_fitting(fitting, h, w, template)
         verts = groundtruth.posed_vertices(fitting, template, h)

@@ -9,7 +9,7 @@ import torch
 
 from benchmarks import mdm
 from benchmarks.metrics import nme
-from densereg import datasets
+from densereg import datasets, formats
 
 # A network small enough to train in a second: 36-px mean-shape diagonal in a 48-px frame, 10×10 patches.
 TINY = mdm.MDMConfig(patch_size=10, steps=2, hidden=16, conv_channels=4, reference_diagonal=36.0, frame_size=48,
@@ -57,7 +57,7 @@ def tiny_samples(tmp_path, n=8, size=96):
         for part in (slice(36, 42), slice(42, 48), slice(48, 60)):
             cv2.fillPoly(image, [np.round(shape[part]).astype(np.int32)], (30, 20, 20))
         path = tmp_path / f"face_{i}.png"
-        datasets.write_image(path, image)
+        formats.write_image(path, image)
         samples.append(datasets.Sample(f"face_{i}", path, shape, datasets.landmarks_box(shape)))
     return samples
 

@@ -13,6 +13,7 @@ from benchmarks import provenance, run
 from benchmarks.fitters import FITTERS, get_fitter
 from benchmarks.initialisers import BoxToShape, RunContext, pick_detection
 from densereg import datasets as ds
+from densereg import formats
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,8 +33,8 @@ def make_300w_tree(root, per_folder=3, seed=1):
         for i in range(per_folder):
             stem = f"{prefix}_{i + 1:03d}"
             points = BASE * rng.uniform(20, 30) + rng.uniform(2, 8, 2) + rng.normal(0, 0.3, (68, 2))
-            ds.write_image(root / folder / f"{stem}.png", rng.integers(0, 255, (40, 40, 3), dtype=np.uint8))
-            ds.write_pts(root / folder / f"{stem}.pts", points)
+            formats.write_image(root / folder / f"{stem}.png", rng.integers(0, 255, (40, 40, 3), dtype=np.uint8))
+            formats.write_pts(root / folder / f"{stem}.pts", points)
     return root
 
 
@@ -213,7 +214,7 @@ def test_boxes_dir_initialiser(data, tmp_path):
             box = s.box.copy()
             if s.name == "02_Outdoor/outdoor_003":
                 box += 100.0  # a box on something else: no overlap with the face, a miss
-            ds.write_box_pts(boxes / f"{Path(s.name).name}.pts", box)
+            formats.write_box_pts(boxes / f"{Path(s.name).name}.pts", box)
     results = tmp_path / "results"
     assert run_cli("300w", "--init", f"boxes:{boxes}", "--results", results) == 0
     row = read_row(results)[0][0]
@@ -230,8 +231,8 @@ def test_boxes_dir_reads_the_real_300w_box_files(data, tmp_path, real_fixtures):
     box_dir = real_fixtures / "300W" / "boxes" / "300w"
     unit = (BASE - BASE.min(0)) / (BASE.max(0) - BASE.min(0))
     for s in ds.load_dataset("300w", data, "test"):
-        x0, y0, x1, y1 = ds.read_box_pts(box_dir / f"{Path(s.name).name}.pts")
-        ds.write_pts(s.image_path.with_suffix(".pts"), [x0, y0] + unit * [x1 - x0, y1 - y0])
+        x0, y0, x1, y1 = formats.read_box_pts(box_dir / f"{Path(s.name).name}.pts")
+        formats.write_pts(s.image_path.with_suffix(".pts"), [x0, y0] + unit * [x1 - x0, y1 - y0])
     results = tmp_path / "results"
     assert run_cli("300w", "--init", f"boxes:{box_dir}", "--results", results) == 0
     row = read_row(results)[0][0]

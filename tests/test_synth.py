@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from densereg import datasets, groundtruth, rasterize, synth
+from densereg import datasets, formats, groundtruth, rasterize, synth
 from densereg.template import builtin_face
 
 
@@ -35,7 +35,7 @@ def test_generated_tree_reads_back_with_the_real_readers(tiny_synth):
 
 def test_landmarks_are_projections_of_the_fitted_template(tiny_synth):
     for s in datasets.load_dataset("300w", tiny_synth, "test"):
-        fitting = datasets.read_fitting(s.extras["fitting"])
+        fitting = formats.read_fitting(s.extras["fitting"])
         verts = groundtruth.posed_vertices(fitting, builtin_face(), synth.IMAGE_SIZE)
         proj = verts[builtin_face().landmarks, :2]
         # .pts keeps 6 decimals and Pose_Para is float32 on disk, as in real 300W-LP files.
@@ -47,7 +47,7 @@ def test_dense_gt_reads_back_visible_landmarks(tiny_synth):
     template = builtin_face()
     errors = []
     for s in datasets.load_dataset("300w", tiny_synth, "test"):
-        fitting = datasets.read_fitting(s.extras["fitting"])
+        fitting = formats.read_fitting(s.extras["fitting"])
         verts = groundtruth.posed_vertices(fitting, template, synth.IMAGE_SIZE)
         raster = rasterize.rasterize(verts, template.triangles, template.uv, synth.IMAGE_SIZE, synth.IMAGE_SIZE)
         gt = groundtruth.dense_gt(s, template)
@@ -78,5 +78,5 @@ def test_ensure_synthetic_reuses_a_complete_benchmark(tiny_synth, monkeypatch):
 
 def test_preview_grid(tiny_synth, tmp_path):
     out = synth.preview(tiny_synth, tmp_path / "grid.png", n=4)
-    img = datasets.read_image(out)
+    img = formats.read_image(out)
     assert img.shape[0] == 2 * synth.IMAGE_SIZE and img.shape[1] == 4 * synth.IMAGE_SIZE
