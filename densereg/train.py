@@ -20,11 +20,10 @@ import argparse
 import csv
 import dataclasses
 import json
-import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
