@@ -396,6 +396,8 @@ def build_report(results_dir, paper_path, readme):
         provenance.atomic_write_text(results_dir / f"{name}.md", markdown(name, lines))
     figures_dir = results_dir / "figures"
     figures = fig7(results_dir, figures_dir) + fig5_plot(tables["fig5"], figures_dir)
+    # Figures other commands draw (Fig. 6 by benchmarks.segmentation) are linked when present.
+    figures += sorted(figures_dir.glob("fig6_*.png"))
     if readme is not None:
         readme = Path(readme)
         text = readme.read_text(encoding="utf-8") if readme.is_file() else ""
