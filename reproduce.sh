@@ -52,7 +52,7 @@ not_yet() {  # a target whose pieces are not built yet: say so, never print a fa
 }
 
 train_densereg() {
-  $PY -m densereg.train --preset "$PRESET" --source "$SRC" --out "runs/$SRC/densereg-$PRESET"
+  $PY -m densereg.nn.train --preset "$PRESET" --source "$SRC" --out "runs/$SRC/densereg-$PRESET"
 }
 
 # The initialiser x fitter grid of Table 2 / Fig. 7 (mean-shape: oracle GT-box baseline, labelled as such).
@@ -61,9 +61,9 @@ TABLE2_PAIRS="densereg:none densereg:aam densereg:mdm hog-svm:aam hog-svm:mdm dp
 case "$target" in
   test)      exec $PY -m pytest -q -m "not slow" "$@" ;;
   test-all)  exec $PY -m pytest -q "$@" ;;
-  data)      exec $PY -m densereg.synth "$@" ;;
-  bench)     $PY -m densereg.rasterize --bench
-             $PY -m densereg.landmarks --bench ;;
+  data)      exec $PY -m densereg.data.synth "$@" ;;
+  bench)     $PY -m densereg.geometry.rasterize --bench
+             $PY -m densereg.readout.landmarks --bench ;;
   table2|fig7)
     pick_source 300W; banner
     start=$(date +%s)
@@ -80,7 +80,7 @@ case "$target" in
   fig5)
     pick_source 300W_LP; banner
     start=$(date +%s)
-    $PY -m benchmarks.kablation --source "$SRC" --preset "$PRESET" "$@"
+    $PY -m benchmarks.experiments.kablation --source "$SRC" --preset "$PRESET" "$@"
     $PY -m benchmarks.report
     echo "[$target] done in $(( $(date +%s) - start )) s; results/fig5.md, results/figures/fig5_$SRC.png"
     banner ;;
@@ -88,8 +88,8 @@ case "$target" in
     pick_source 300W_LP/HELEN; banner
     start=$(date +%s)
     train_densereg
-    $PY -m benchmarks.segmentation --method densereg --source "$SRC" --preset "$PRESET" "$@"
-    $PY -m benchmarks.segmentation --method deeplab --source "$SRC" --preset "$PRESET" "$@"
+    $PY -m benchmarks.experiments.segmentation --method densereg --source "$SRC" --preset "$PRESET" "$@"
+    $PY -m benchmarks.experiments.segmentation --method deeplab --source "$SRC" --preset "$PRESET" "$@"
     $PY -m benchmarks.report
     echo "[$target] done in $(( $(date +%s) - start )) s; results/table1.md, results/figures/fig6_$SRC.png"
     banner ;;

@@ -8,7 +8,7 @@ As for initialisers, the registry holds factories ``factory(ctx) -> fitter`` tak
 :class:`benchmarks.initialisers.RunContext`, so training or loading (an AAM, an MDM network) happens once per
 process. :func:`get_fitter` also accepts a plug-in ``package.module:callable`` under the same rule as
 initialisers (``is_factory = True`` → called with the context). This is the only module of the project that
-may import menpo/menpofit (through ``benchmarks.menpo_shim``), for the AAM fitter.
+may import menpo/menpofit (through ``benchmarks.baselines.menpo``), for the AAM fitter.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ def none_factory(ctx):
 def aam_factory(ctx):
     """``aam``: menpofit's patch AAM, Wiberg inverse-compositional Lucas-Kanade, trained on the training split.
 
-    Cached as ``runs/<source>/aam.pkl`` (built on first use; ``python -m benchmarks.aam train`` builds it too).
+    Cached as ``runs/<source>/aam.pkl`` (built on first use; ``python -m benchmarks.baselines.aam train`` builds it too).
     """
-    from benchmarks import aam
+    from benchmarks.baselines import aam
 
     path = ctx.artefact_dir() / "aam.pkl"
     if not path.is_file():
@@ -43,10 +43,10 @@ def aam_factory(ctx):
 def mdm_factory(ctx):
     """``mdm``: the Mnemonic Descent Method (PyTorch), trained on the training split from perturbed boxes.
 
-    Cached as ``runs/<source>/mdm/mdm.pt`` (trained on first use, resumable; ``python -m benchmarks.mdm train``
+    Cached as ``runs/<source>/mdm/mdm.pt`` (trained on first use, resumable; ``python -m benchmarks.baselines.mdm train``
     builds it too). The preset follows the run's: ``cpu`` on the synthetic default, ``paper`` otherwise.
     """
-    from benchmarks import mdm
+    from benchmarks.baselines import mdm
 
     preset = ctx.preset if ctx.preset in mdm.PRESETS else ("cpu" if ctx.source == "synthetic" else "paper")
     out = ctx.artefact_dir(f"mdm-{preset}")

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.provenance import atomic_write_bytes
-from densereg import datasets, formats
+from benchmarks.records import atomic_write_bytes
+from densereg.data import datasets, formats
 
 # The training split whose annotations an initialiser (or fitter) may learn from, per evaluated dataset:
 # (dataset, split) for datasets.load_dataset. Helen is evaluated with models trained on 300-W, as in the paper.
@@ -289,7 +289,7 @@ def densereg_checkpoint(ctx):
 
     A missing default checkpoint is trained first (the command is printed), so a fresh clone works end to end.
     """
-    from densereg import train
+    from densereg.nn import train
 
     if ctx.checkpoint is not None:
         return Path(ctx.checkpoint)
@@ -301,7 +301,7 @@ def densereg_checkpoint(ctx):
     if not done:
         import sys
 
-        print(f"[densereg] training the {preset} model into {out} (python -m densereg.train --preset {preset} "
+        print(f"[densereg] training the {preset} model into {out} (python -m densereg.nn.train --preset {preset} "
               f"--source {ctx.source} --out {out})", file=sys.stderr)
         train.train(cfg, out)
     return path
@@ -309,7 +309,7 @@ def densereg_checkpoint(ctx):
 
 def shape_model(ctx):
     """The PCA shape model of the training annotations (Sec. 4.3 refinement), cached under ``runs_dir``."""
-    from densereg import landmarks
+    from densereg.readout import landmarks
 
     path = Path(ctx.runs_dir) / f"shape_model_{ctx.dataset}.npz"
     if path.is_file():
@@ -326,7 +326,9 @@ def densereg_factory(ctx, refine=True):
     ``densereg-raw`` (``refine=False``) keeps the raw read-out; points never found (self-occluded) are filled
     from the mean shape aligned to the found ones.
     """
-    from densereg import groundtruth, infer, landmarks, train
+    from densereg.data import groundtruth
+    from densereg.readout import forward as infer, landmarks
+    from densereg.nn import train
 
     model, cfg = train.load_model(densereg_checkpoint(ctx))
     model.to(ctx.torch_device())
@@ -373,9 +375,9 @@ def hog_svm_factory(ctx):
     """``hog-svm``: King's max-margin HOG + linear SVM detector (the paper's [23]) → mean shape.
 
     On real data dlib's own frontal face detector; on synthetic faces the same detector trained with dlib on
-    the training split (``python -m benchmarks.hogsvm train``), cached under ``runs/<source>/``.
+    the training split (``python -m benchmarks.baselines.hogsvm train``), cached under ``runs/<source>/``.
     """
-    from benchmarks import hogsvm
+    from benchmarks.baselines import hogsvm
 
     if ctx.source == "real":
         detector = hogsvm.HogSvmDetector(None)
@@ -396,7 +398,7 @@ def dlib68_factory(ctx):
     """
     if ctx.source != "real":
         raise ValueError("dlib-68 was trained on real 300-W faces; run it on real images only (--source real)")
-    from benchmarks import hogsvm
+    from benchmarks.baselines import hogsvm
 
     detector, predictor = hogsvm.HogSvmDetector(None), hogsvm.DlibShapePredictor()
 
@@ -409,10 +411,10 @@ def dlib68_factory(ctx):
 
 def dpm_factory(ctx):
     """``dpm``: our deformable part model face detector (stands in for Mathias et al.'s, which is not available)
-    → mean shape. Trained on the training split on first use (``python -m benchmarks.dpm train``), cached as
+    → mean shape. Trained on the training split on first use (``python -m benchmarks.baselines.dpm train``), cached as
     ``runs/<source>/dpm-<preset>.npz`` (the run's preset when DPM has one, else ``cpu``).
     """
-    from benchmarks import dpm
+    from benchmarks.baselines import dpm
 
     preset = ctx.preset if ctx.preset in dpm.PRESETS else "cpu"
     path = Path(ctx.runs_dir) / f"dpm-{preset}.npz"

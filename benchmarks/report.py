@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import metrics, provenance
+from benchmarks import metrics, records as provenance
 from benchmarks.run import errors_path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -396,7 +396,7 @@ def build_report(results_dir, paper_path, readme):
         provenance.atomic_write_text(results_dir / f"{name}.md", markdown(name, lines))
     figures_dir = results_dir / "figures"
     figures = fig7(results_dir, figures_dir) + fig5_plot(tables["fig5"], figures_dir)
-    # Figures other commands draw (Fig. 6 by benchmarks.segmentation) are linked when present.
+    # Figures other commands draw (Fig. 6 by benchmarks.experiments.segmentation) are linked when present.
     figures += sorted(figures_dir.glob("fig6_*.png"))
     if readme is not None:
         readme = Path(readme)

@@ -3,7 +3,7 @@
     python -m benchmarks.run 300w --init mean-shape --fitter none [--split test] [--source real|synthetic]
         [--workers N] [--limit N] [--seed S] [--preset P] [--results DIR] [--tag T] [--device D]
         [--checkpoint FILE] [--runs-dir DIR]
-    python -m benchmarks.run helen --method densereg|deeplab [...]   (Table 1: see benchmarks.segmentation)
+    python -m benchmarks.run helen --method densereg|deeplab [...]   (Table 1: see benchmarks.experiments.segmentation)
 
 For every sample of the split: ``init(image, box)`` → ``fitter(image, shape)`` → normalised error against the
 ground truth, which only this module and the metrics see (68-point error over the outer-eye-corner distance
@@ -25,7 +25,7 @@ Outputs, each written atomically:
 Data source: ``--source real`` reads ``$DENSEREG_DATA``; with no ``--source`` that is the default when the
 dataset's folder exists there, and otherwise the command stops with the expected layout and the
 ``--source synthetic`` option: it never switches source silently. ``--source synthetic`` generates the
-embedded benchmark on first use (``densereg.synth.ensure_synthetic``).
+embedded benchmark on first use (``densereg.data.synth.ensure_synthetic``).
 
 ``--workers N`` evaluates images in N forked processes that inherit the methods built once in the parent
 (so anything a method trains on first use is trained once); every image is seeded from (seed, its index) and
@@ -47,12 +47,12 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import metrics, provenance
+from benchmarks import metrics, records as provenance
 from benchmarks.fitters import FITTERS, PREFIXED_FITTERS, get_fitter
 from benchmarks.initialisers import INITIALISERS, PREFIXED_INITIALISERS, RunContext, get_initialiser, \
     resolve_factory
-from densereg import datasets, formats
-from densereg.workers import fork_pool
+from densereg.data import datasets, formats
+from densereg.data.workers import fork_pool
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RESULTS = REPO_ROOT / "results"
@@ -88,7 +88,7 @@ PROTOCOLS = {
     "300vw": Protocol("300VW", "outer-eye", {"drop_unreliable": True}),
     "ears": Protocol("ears", "box"),  # 55 points over the GT box's (w + h) / 2, paper Sec. 4.7
     # Helen is scored by per-part IoU (Table 1): ``benchmarks.run helen --method densereg|deeplab`` is handed
-    # to benchmarks.segmentation; this landmark protocol serves ``--init``/``--fitter`` runs on its 68 points.
+    # to benchmarks.experiments.segmentation; this landmark protocol serves ``--init``/``--fitter`` runs on its 68 points.
     "helen": Protocol("300W/helen/testset", "outer-eye"),
 }
 
@@ -123,7 +123,7 @@ def resolve_source(dataset, source):
                        f"Put the real data under $DENSEREG_DATA laid out as:\n{datasets.LAYOUT}\n"
                        f"or run on the embedded synthetic benchmark with --source synthetic "
                        f"(every output is then labelled synthetic).")
-    from densereg import synth  # generating needs the renderer; only import it when asked for
+    from densereg.data import synth  # generating needs the renderer; only import it when asked for
 
     root = Path(synth.ensure_synthetic())
     if not (root / folder).is_dir():
@@ -427,7 +427,7 @@ def main(argv=None):
     """Command line entry point; returns the exit status (2 for a user error, with the reason on stderr)."""
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     if argv[:1] == ["helen"] and "--method" in argv:   # Table 1: segmentation IoU, not landmarks
-        from benchmarks import segmentation
+        from benchmarks.experiments import segmentation
 
         return segmentation.main(argv[1:])
     args = parse_args(argv)

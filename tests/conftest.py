@@ -18,7 +18,7 @@ def real_fixtures():
 @pytest.fixture(scope="session")
 def tiny_synth(tmp_path_factory):
     """A tiny synthetic benchmark (6 train, 4 test, 2 Helen images) generated once per test session."""
-    from densereg import synth
+    from densereg.data import synth
 
     root = tmp_path_factory.mktemp("synth") / "bench"
     synth.generate(root, seed=3, counts={"train": 6, "test": 4, "helen": 2}, workers=1, progress=False)

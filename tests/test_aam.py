@@ -1,4 +1,4 @@
-"""The menpo adapter and the patch-AAM fitter (benchmarks/aam.py)."""
+"""The menpo adapter and the patch-AAM fitter (benchmarks/baselines/aam.py)."""
 
 import pickle
 
@@ -7,8 +7,9 @@ import pytest
 
 pytest.importorskip("menpofit")
 
-from benchmarks import aam, metrics  # noqa: E402
-from densereg import datasets  # noqa: E402
+from benchmarks.baselines import aam
+from benchmarks import metrics  # noqa: E402
+from densereg.data import datasets  # noqa: E402
 
 
 def test_menpo_adapter_round_trip():
@@ -90,14 +91,14 @@ def test_vectorised_gradient_is_identical_to_menpofits():
 
 
 def test_missing_artefact_names_the_build_command(tmp_path):
-    with pytest.raises(aam.ArtefactError, match="python -m benchmarks.aam train"):
+    with pytest.raises(aam.ArtefactError, match="python -m benchmarks.baselines.aam train"):
         aam.AAMFitter.load(tmp_path / "nope.pkl")
 
 
 def test_corrupt_or_foreign_artefact_names_the_build_command(tmp_path):
     path = tmp_path / "aam.pkl"
     path.write_bytes(b"not a pickle")
-    with pytest.raises(aam.ArtefactError, match="not a readable AAM pickle.*python -m benchmarks.aam train"):
+    with pytest.raises(aam.ArtefactError, match="not a readable AAM pickle.*python -m benchmarks.baselines.aam train"):
         aam.AAMFitter.load(path)
     path.write_bytes(pickle.dumps({"format": 0}))
     with pytest.raises(aam.ArtefactError, match="format"):

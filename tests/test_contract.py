@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from benchmarks import fitters, initialisers, run
-from densereg import datasets, synth
+from densereg.data import datasets, synth
 
 SYNTHETIC_INITIALISERS = [k for k in initialisers.INITIALISERS if k != "dlib-68"]   # dlib-68: real images only
 

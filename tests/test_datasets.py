@@ -1,4 +1,4 @@
-"""Tests of densereg.datasets: data roots, the readers of every layout, `check`."""
+"""Tests of densereg.data.datasets: data roots, the readers of every layout, `check`."""
 
 import json
 import subprocess
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import scipy.io
 
-from densereg import datasets as ds
-from densereg import formats
-from densereg.formats import DatasetError
+from densereg.data import datasets as ds
+from densereg.data import formats
+from densereg.data.formats import DatasetError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -340,7 +340,7 @@ def test_check_finds_planted_problems(tree, capsys):
 
 def test_check_command_line(tree):
     (tree / "ears/train/stray.png").write_bytes((tree / "ears/train/train_0.png").read_bytes())
-    run = subprocess.run([sys.executable, "-m", "densereg.datasets", "check", str(tree)], cwd=REPO,
+    run = subprocess.run([sys.executable, "-m", "densereg.data.datasets", "check", str(tree)], cwd=REPO,
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 1, run.stderr
     assert "stray.png: image without annotation" in run.stdout

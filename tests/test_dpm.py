@@ -7,9 +7,9 @@ import cv2
 import numpy as np
 import pytest
 
-from benchmarks import dpm, hog, latent_svm
-from densereg.datasets import Sample, load_dataset
-from densereg.formats import write_pts
+from benchmarks.baselines import dpm, hog, dpm_train as latent_svm
+from densereg.data.datasets import Sample, load_dataset
+from densereg.data.formats import write_pts
 
 # ------------------------------------------------------------------------------------------------------------
 # Distance transform, boxes
@@ -169,7 +169,7 @@ def test_save_load_round_trip_and_errors(tmp_path):
         assert score_a == pytest.approx(score_b)
     assert [s for _, s in a] == sorted((s for _, s in a), reverse=True)
     assert not list(tmp_path.glob(".*tmp"))   # atomic write leaves no temporary file
-    with pytest.raises(FileNotFoundError, match="benchmarks.dpm train"):
+    with pytest.raises(FileNotFoundError, match="benchmarks.baselines.dpm train"):
         dpm.DPMDetector.load(tmp_path / "missing.npz")
     bad = tmp_path / "bad.npz"
     np.savez(bad, format_version=np.array(dpm.FORMAT_VERSION))

@@ -1,12 +1,12 @@
-"""Tests of densereg.formats: .pts/box/.mat/image formats, against real files and menpo."""
+"""Tests of densereg.data.formats: .pts/box/.mat/image formats, against real files and menpo."""
 
 import cv2
 import numpy as np
 import pytest
 import scipy.io
 
-from densereg import formats
-from densereg.formats import DatasetError
+from densereg.data import formats
+from densereg.data.formats import DatasetError
 
 # ------------------------------------------------------------------------------------------------------------
 # .pts format
@@ -119,7 +119,7 @@ def test_real_box_file(real_fixtures):
 
 def test_menpo_reads_our_pts_and_we_read_menpos(real_fixtures, tmp_path):
     """menpo (the authors' toolkit) is 0-based (y, x) after subtracting 1; we are 0-based (x, y)."""
-    from benchmarks.menpo_shim import import_menpo
+    from benchmarks.baselines.menpo import import_menpo
 
     mio = import_menpo("io")
     shape = import_menpo("shape")

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from benchmarks import hog
+from benchmarks.baselines import hog
 
 
 def _step_image(bright_right=True, size=(64, 64)):

@@ -1,14 +1,15 @@
-"""The HOG+SVM detector, its training, and dlib's 68-point shape predictor (benchmarks/hogsvm.py)."""
+"""The HOG+SVM detector, its training, and dlib's 68-point shape predictor (benchmarks/baselines/hogsvm.py)."""
 
 import numpy as np
 import pytest
 
 pytest.importorskip("dlib")
 
-from benchmarks import hogsvm, metrics  # noqa: E402
-from benchmarks.aam import ArtefactError  # noqa: E402
+from benchmarks.baselines import hogsvm
+from benchmarks import metrics  # noqa: E402
+from benchmarks.baselines.aam import ArtefactError  # noqa: E402
 from benchmarks.initialisers import iou  # noqa: E402
-from densereg import datasets, formats  # noqa: E402
+from densereg.data import datasets, formats  # noqa: E402
 
 
 def test_yaw_proxy_is_zero_when_symmetric_and_flips_sign_when_mirrored(tiny_synth):
@@ -31,18 +32,18 @@ def test_square_box_keeps_centre_and_takes_the_longer_side():
 
 
 def test_missing_or_corrupt_detector_names_the_build_command(tmp_path):
-    with pytest.raises(ArtefactError, match="python -m benchmarks.hogsvm train"):
+    with pytest.raises(ArtefactError, match="python -m benchmarks.baselines.hogsvm train"):
         hogsvm.HogSvmDetector(tmp_path / "missing.npz")
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"garbage")
-    with pytest.raises(ArtefactError, match="not a readable hog-svm detector.*python -m benchmarks.hogsvm train"):
+    with pytest.raises(ArtefactError, match="not a readable hog-svm detector.*python -m benchmarks.baselines.hogsvm train"):
         hogsvm.HogSvmDetector(bad)
 
 
 @pytest.fixture(scope="module")
 def detector_bench(tmp_path_factory):
     """A 40-image synthetic training split and a detector trained on it through the CLI."""
-    from densereg import synth
+    from densereg.data import synth
 
     root = tmp_path_factory.mktemp("hog") / "bench"
     synth.generate(root, seed=5, counts={"train": 40, "test": 4, "helen": 0}, workers=1, progress=False)

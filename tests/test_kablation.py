@@ -2,7 +2,7 @@
 
 import csv
 
-from benchmarks import kablation
+from benchmarks.experiments import kablation
 
 
 def test_kablation_writes_rows_for_each_k_and_decode(tiny_synth, tmp_path):

@@ -1,4 +1,4 @@
-"""Tests of the landmark read-out from dense UV fields and of the PCA shape model (densereg.landmarks).
+"""Tests of the landmark read-out from dense UV fields and of the PCA shape model (densereg.readout.landmarks).
 
 Every field here is exact ground truth rendered from the built-in template, so the landmark vertices'
 projections are the true answer wherever they are visible.
@@ -7,9 +7,10 @@ projections are the true answer wherever they are visible.
 import numpy as np
 import pytest
 
-from densereg import datasets, formats, groundtruth, rasterize
-from densereg import landmarks as L
-from densereg.template import builtin_face
+from densereg.data import datasets, formats, groundtruth
+from densereg.geometry import rasterize
+from densereg.readout import landmarks as L
+from densereg.geometry.template import builtin_face
 
 SIZE = 256
 

@@ -1,4 +1,4 @@
-"""Tests for benchmarks.mdm: geometry, patches, network, loss, resumable training and the fitter contract."""
+"""Tests for benchmarks.baselines.mdm: geometry, patches, network, loss, resumable training and the fitter contract."""
 
 import csv
 
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import mdm
+from benchmarks.baselines import mdm
 from benchmarks.metrics import nme
-from densereg import datasets, formats
+from densereg.data import datasets, formats
 
 # A network small enough to train in a second: 36-px mean-shape diagonal in a 48-px frame, 10×10 patches.
 TINY = mdm.MDMConfig(patch_size=10, steps=2, hidden=16, conv_channels=4, reference_diagonal=36.0, frame_size=48,
@@ -242,7 +242,7 @@ def test_mismatched_or_corrupt_checkpoint_is_named(tmp_path):
     with pytest.raises(mdm.MDMCheckpointError, match="other data"):
         mdm.train_mdm(samples[:3], tmp_path / "run", TINY, progress=False)
     path.write_bytes(path.read_bytes()[:100])
-    with pytest.raises(mdm.MDMCheckpointError, match=rf"{path.name}.*corrupt.*benchmarks\.mdm train"):
+    with pytest.raises(mdm.MDMCheckpointError, match=rf"{path.name}.*corrupt.*benchmarks\.baselines\.mdm train"):
         mdm.MDMFitter.load(path)
     with pytest.raises(mdm.MDMCheckpointError, match="no MDM checkpoint"):
         mdm.MDMFitter.load(tmp_path / "missing.pt")

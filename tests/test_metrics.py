@@ -1,11 +1,11 @@
-"""Tests for benchmarks.metrics (hand-computed values, menpofit cross-checks) and benchmarks.menpo_shim."""
+"""Tests for benchmarks.metrics (hand-computed values, menpofit cross-checks) and benchmarks.baselines.menpo."""
 
 import math
 
 import numpy as np
 import pytest
 
-from benchmarks import menpo_shim
+from benchmarks.baselines import menpo as menpo_shim
 from benchmarks.metrics import (NORMALISERS, SUBSET_INDICES, auc_and_failure, ced, confusion_matrix,
                                 iou_per_class, mean_iou, nme, select_points, summarise, uv_auc, uv_error)
 

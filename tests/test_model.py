@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from densereg.model import (BACKBONES, REG_WEIGHT_PLAIN, REG_WEIGHT_QUANTISED, VARIANTS, DenseRegNet,
+from densereg.nn.model import (BACKBONES, REG_WEIGHT_PLAIN, REG_WEIGHT_QUANTISED, VARIANTS, DenseRegNet,
                             build_backbone, count_parameters, decode, densereg_losses,
                             load_backbone_weights)
 

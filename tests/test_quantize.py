@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from densereg.quantize import bin_centre, dequantize, quantize, uv_to_class
+from densereg.nn.quantize import bin_centre, dequantize, quantize, uv_to_class
 
 
 @pytest.mark.parametrize("K", [1, 5, 10, 20, 60])

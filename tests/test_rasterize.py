@@ -1,11 +1,11 @@
-"""Tests of the ground-truth renderer (densereg.rasterize): coverage, z-buffer, cameras, DenseReg targets."""
+"""Tests of the ground-truth renderer (densereg.geometry.rasterize): coverage, z-buffer, cameras, DenseReg targets."""
 
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from densereg import rasterize as R
+from densereg.geometry import rasterize as R
 
 
 def _coverage_count(verts_img, triangles, height, width):

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import provenance, report, run
+from benchmarks import records as provenance, report, run
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER = REPO / "results" / "paper.csv"

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from benchmarks import initialisers as inits
-from benchmarks import provenance, run
+from benchmarks import records as provenance, run
 from benchmarks.fitters import FITTERS, get_fitter
 from benchmarks.initialisers import BoxToShape, RunContext, pick_detection
-from densereg import datasets as ds
-from densereg import formats
+from densereg.data import datasets as ds
+from densereg.data import formats
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -129,7 +129,7 @@ def test_mean_shape_end_to_end_writes_row_and_errors(data, tmp_path, capsys):
 
 
 def test_synthetic_source_is_recorded(tmp_path, monkeypatch):
-    from densereg import synth
+    from densereg.data import synth
 
     root = make_300w_tree(tmp_path / "synthetic")
     monkeypatch.setattr(synth, "ensure_synthetic", lambda: root)  # the generator itself is tested elsewhere
@@ -278,7 +278,7 @@ def test_helen_method_is_handed_to_segmentation(capsys):
     with pytest.raises(SystemExit) as exc:
         run.main(["helen", "--method", "nope"])
     assert exc.value.code == 2
-    assert "benchmarks.segmentation" in capsys.readouterr().err
+    assert "benchmarks.experiments.segmentation" in capsys.readouterr().err
 
 
 def test_module_entry_point(data, tmp_path):

@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import metrics, provenance, segmentation
-from densereg import deeplab, rasterize, train
-from densereg.template import PARTS, builtin_face
+from benchmarks import metrics, records as provenance
+from benchmarks.experiments import segmentation
+from densereg.nn import deeplab, train
+from densereg.geometry import rasterize
+from densereg.geometry.template import PARTS, builtin_face
 
 
 @pytest.fixture(scope="module")

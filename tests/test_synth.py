@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from densereg import datasets, formats, groundtruth, rasterize, synth
-from densereg.template import builtin_face
+from densereg.data import datasets, formats, groundtruth, synth
+from densereg.geometry import rasterize
+from densereg.geometry.template import builtin_face
 
 
 def test_render_scene_is_deterministic():

@@ -1,5 +1,5 @@
-"""Tests of the templates: densereg.template (UV/part machinery, registry), densereg.face_model (the built-in
-face) and densereg.bfm (the BFM loader)."""
+"""Tests of the templates: densereg.geometry.template (UV/part machinery, registry), densereg.geometry.face_model (the built-in
+face) and densereg.geometry.bfm (the BFM loader)."""
 
 import time
 
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from scipy import io as sio
 
-from densereg import template as tp
-from densereg.bfm import load_bfm
-from densereg.template import PARTS, Template, builtin_face, get_template
+from densereg.geometry import template as tp
+from densereg.geometry.bfm import load_bfm
+from densereg.geometry.template import PARTS, Template, builtin_face, get_template
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from densereg import infer, train
+from densereg.readout import forward as infer
+from densereg.nn import train
 
 
 def _cfg(root, **kw):
@@ -51,7 +52,7 @@ def test_checkpoint_errors_name_the_file(tiny_synth, tmp_path):
 
 
 def test_samples_without_fittings_cannot_train(tiny_synth):
-    from densereg import datasets
+    from densereg.data import datasets
 
     samples = datasets.load_dataset("300w", tiny_synth, "train")
     with pytest.raises(ValueError, match="no 3D fitting"):

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import torch
 
-from densereg.workers import fork_pool
+from densereg.data.workers import fork_pool
 
 
 def _blur_and_matmul(seed):

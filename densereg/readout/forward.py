@@ -1,7 +1,7 @@
 """Inference: images → per-pixel UV fields (``UVMap``), and Fig. 8-style panels.
 
-    python -m densereg.infer IMAGE... --checkpoint runs/synthetic/densereg-cpu/last.pt --out DIR
-    python -m densereg.infer --bench [--size 300] [--batch 1] [--bf16] [--csv results/speed.csv]
+    python -m densereg.readout.forward IMAGE... --checkpoint runs/synthetic/densereg-cpu/last.pt --out DIR
+    python -m densereg.readout.forward --bench [--size 300] [--batch 1] [--bf16] [--csv results/speed.csv]
 
 Any image size works: each image is padded to a multiple of the network's output stride (so trunk features
 stay aligned with pixels), run in batches under ``torch.inference_mode``, decoded at the padded size and
@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import torch
 
-from densereg import formats
+from densereg.data import formats
 
 
 @dataclass
@@ -152,7 +152,7 @@ def benchmark(size: int = 300, batch: int = 1, repeats: int = 5, bf16: bool = Fa
 
     import platform
 
-    from densereg.model import DenseRegNet
+    from densereg.nn.model import DenseRegNet
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     where = (f"cuda: {torch.cuda.get_device_name()}" if device == "cuda"
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
     if argv and argv[0] == "--bench":
-        bench = argparse.ArgumentParser(prog="python -m densereg.infer --bench")
+        bench = argparse.ArgumentParser(prog="python -m densereg.readout.forward --bench")
         bench.add_argument("--bench", action="store_true")
         bench.add_argument("--size", type=int, default=300)
         bench.add_argument("--batch", type=int, default=1)
@@ -204,14 +204,14 @@ def main(argv: list[str] | None = None) -> int:
                 writer.writerows(old + [{**row, "date": stamp} for row in rows])
             os.replace(tmp, a.csv)
         return 0
-    parser = argparse.ArgumentParser(prog="python -m densereg.infer", description="Dense UV estimates.")
+    parser = argparse.ArgumentParser(prog="python -m densereg.readout.forward", description="Dense UV estimates.")
     parser.add_argument("images", nargs="+", type=Path)
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--image-scale", type=float, default=None, help="default: the training config's")
     args = parser.parse_args(argv)
-    from densereg import groundtruth
-    from densereg.train import load_model
+    from densereg.data import groundtruth
+    from densereg.nn.train import load_model
 
     model, cfg = load_model(args.checkpoint)
     scale = args.image_scale if args.image_scale is not None else cfg.image_scale

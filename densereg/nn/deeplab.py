@@ -1,6 +1,6 @@
 """DeepLab-v2: the face-part segmentation baseline of Table 1 (paper Sec. 4.2; Chen et al., TPAMI 2017).
 
-    python -m densereg.train --task deeplab --preset cpu --source synthetic --out runs/synthetic/deeplab-cpu
+    python -m densereg.nn.train --task deeplab --preset cpu --source synthetic --out runs/synthetic/deeplab-cpu
 
 The paper compares DenseReg's part labels, obtained by looking up the template label at each regressed UV,
 with a DeepLab-v2 trained *for* segmentation on the same images. DeepLab-v2 on ResNet-101 is the same dilated
@@ -27,8 +27,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from densereg.model import TrunkNet, _masked_mean, _resize
-from densereg.template import PARTS
+from densereg.nn.model import TrunkNet, _masked_mean, _resize
+from densereg.geometry.template import PARTS
 
 ASPP_RATES_OS8 = (6, 12, 18, 24)
 
@@ -124,7 +124,7 @@ def predict_parts(model: DeepLabV2, images, batch_size: int = 8, image_scale: fl
     Returns:
         One ``H×W`` uint8 label image per input image (a single array when given a single image).
     """
-    from densereg.infer import prepare_image
+    from densereg.readout.forward import prepare_image
 
     single = isinstance(images, np.ndarray) and images.ndim == 3
     images = [images] if single else list(images)

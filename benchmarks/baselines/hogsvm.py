@@ -1,7 +1,7 @@
 """The ``hog-svm`` detector (King's max-margin object detection, HOG + linear SVM) and dlib's 68-point predictor.
 
-    python -m benchmarks.hogsvm train --root ROOT --out PATH [--max-images N]
-    python -m benchmarks.hogsvm evaluate --root ROOT [--model PATH] [--split test] [--adjust-threshold T]
+    python -m benchmarks.baselines.hogsvm train --root ROOT --out PATH [--max-images N]
+    python -m benchmarks.baselines.hogsvm evaluate --root ROOT [--model PATH] [--split test] [--adjust-threshold T]
 
 The paper's [23] is dlib's frontal face detector: HOG features scanned by linear filters trained with
 max-margin object detection (MMOD, King 2015), one filter per head pose, detections of all filters merged by
@@ -30,15 +30,15 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.aam import ArtefactError
-from benchmarks.provenance import atomic_write_bytes
+from benchmarks.baselines.aam import ArtefactError
+from benchmarks.records import atomic_write_bytes
 
 ARTEFACT_FORMAT = 1  # bump when the stored .npz changes
 
 
 def build_command(out, root="ROOT"):
     """The command line that trains the detector stored at ``out``."""
-    return f"python -m benchmarks.hogsvm train --root {root} --out {out}"
+    return f"python -m benchmarks.baselines.hogsvm train --root {root} --out {out}"
 
 
 def _dlib():
@@ -329,7 +329,7 @@ class DlibShapePredictor:
 def _evaluate(args):
     """Recall at IoU >= 0.5 of the detector on a split (the detection overlapping the GT box most)."""
     from benchmarks.initialisers import iou
-    from densereg import datasets
+    from densereg.data import datasets
 
     detector = HogSvmDetector(args.model, adjust_threshold=args.adjust_threshold)
     samples = datasets.load_dataset(args.dataset, args.root, args.split)
@@ -353,11 +353,11 @@ def _evaluate(args):
 
 
 def main(argv=None):
-    """Entry point of ``python -m benchmarks.hogsvm``."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.hogsvm", description=__doc__.split("\n\n")[0])
+    """Entry point of ``python -m benchmarks.baselines.hogsvm``."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.baselines.hogsvm", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train the pose-grouped HOG+SVM face detector on a training split")
-    train.add_argument("--root", required=True, type=Path, help="data root laid out as densereg.datasets.LAYOUT")
+    train.add_argument("--root", required=True, type=Path, help="data root laid out as densereg.data.datasets.LAYOUT")
     train.add_argument("--out", required=True, type=Path, help="the .npz artefact to write")
     train.add_argument("--dataset", default="300w")
     train.add_argument("--split", default="train")
@@ -375,7 +375,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     if args.command == "train":
-        from densereg import datasets
+        from densereg.data import datasets
 
         config = HogConfig(max_images=args.max_images or None, seed=args.seed)
         detector = train_hog_detector(datasets.load_dataset(args.dataset, args.root, args.split), args.out, config)

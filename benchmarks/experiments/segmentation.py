@@ -1,7 +1,7 @@
 """Table 1 and Fig. 6: Helen face-part segmentation, DenseReg's label transfer versus DeepLab-v2.
 
-    python -m benchmarks.segmentation --method densereg --source synthetic --preset cpu
-    python -m benchmarks.segmentation --method deeplab --source synthetic --preset cpu
+    python -m benchmarks.experiments.segmentation --method densereg --source synthetic --preset cpu
+    python -m benchmarks.experiments.segmentation --method deeplab --source synthetic --preset cpu
 
 Paper Sec. 4.2. The 8 part classes are drawn once on the template (``template.PARTS``; class 0 "other" is
 every pixel outside the seven parts, background included). Any image with a 3D fitting gets its
@@ -10,7 +10,7 @@ ground-truth labels by carrying the template labels through its GT UV field (``g
 
 * ``densereg``: the DenseReg network, never trained for segmentation; each pixel it calls foreground gets
   the template label at its regressed UV (``transfer_parts``), every other pixel is "other".
-* ``deeplab``: DeepLab-v2 (``densereg.deeplab``), the same trunk with the ASPP head, trained with per-pixel
+* ``deeplab``: DeepLab-v2 (``densereg.nn.deeplab``), the same trunk with the ASPP head, trained with per-pixel
   cross-entropy on those GT labels, with the same training images, schedule and preset as DenseReg.
 
 Score: dataset-level IoU per class over the Helen test set (``metrics.iou_per_class``) and their mean over all
@@ -26,7 +26,7 @@ images. ``--source real`` reads the 330 images of ``$DENSEREG_DATA/300W/helen/te
 each test image, which is what is then segmented), and the Basel Face Model the fittings refer to.
 
 Checkpoints. By default ``runs/<source>/<method>-<preset>/last.pt``, trained first (or resumed) when absent
-or unfinished, exactly as ``python -m densereg.train --task <method> --preset <preset> --source <source>
+or unfinished, exactly as ``python -m densereg.nn.train --task <method> --preset <preset> --source <source>
 --out runs/<source>/<method>-<preset>`` would; the DenseReg one is the checkpoint Table 2 uses too.
 ``--iterations N`` shortens both schedules (folders ``...-it<N>``, rows labelled ``<preset>+iterations=N``).
 """
@@ -42,9 +42,10 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import metrics, provenance
-from densereg import datasets, formats, groundtruth, train
-from densereg.template import PARTS
+from benchmarks import metrics, records as provenance
+from densereg.data import datasets, formats, groundtruth
+from densereg.nn import train
+from densereg.geometry.template import PARTS
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,7 @@ def helen_test_samples(source: str, root: Path) -> list[datasets.Sample]:
                                    extras={**s.extras, "fitting": mat, "helen_image": s.image_path}))
     if missing:
         if source == "synthetic":
-            hint = "regenerate the synthetic benchmark (python -m densereg.synth)"
+            hint = "regenerate the synthetic benchmark (python -m densereg.data.synth)"
         else:
             hint = ("Helen segmentation GT on real data is the template's part labels carried through the "
                     "300W-LP fittings of the Helen test images: unpack 300W-LP so that "
@@ -160,7 +161,7 @@ def preset_label(preset: str, iterations: int | None) -> str:
 
 
 def default_run_dir(method: str, source: str, preset: str, runs: Path, iterations: int | None = None) -> Path:
-    """``runs/<source>/<task>-<preset>``: where ``densereg.train`` writes the method's network.
+    """``runs/<source>/<task>-<preset>``: where ``densereg.nn.train`` writes the method's network.
 
     A shortened schedule gets its own folder (``...-it<N>``): its poly learning rate reaches 0 at N, so
     resuming it towards the full schedule would not give the preset's network.
@@ -179,7 +180,7 @@ def ensure_checkpoint(method: str, source: str, preset: str, runs: Path, root: P
     last = out / "last.pt"
     done = last.is_file() and int(train.read_checkpoint(last, cfg.resolved())["step"]) >= cfg.iterations
     if not done:
-        command = (f"python -m densereg.train --task {task} --preset {preset} --source {source} --out {out}"
+        command = (f"python -m densereg.nn.train --task {task} --preset {preset} --source {source} --out {out}"
                    + (f" --iterations {iterations}" if iterations is not None else "")
                    + (f" --root {root}" if root is not None else ""))
         print(f"[table1] {'resuming' if last.is_file() else 'training'} {get_method(method).name}: {command}",
@@ -194,10 +195,10 @@ def ensure_checkpoint(method: str, source: str, preset: str, runs: Path, root: P
 def predict_labels(model, cfg, images: list[np.ndarray], template, batch_size: int = 8) -> list[np.ndarray]:
     """Part labels of each image by either method, at the image's resolution (``H×W`` uint8)."""
     if cfg.task == "deeplab":
-        from densereg.deeplab import predict_parts
+        from densereg.nn.deeplab import predict_parts
 
         return predict_parts(model, images, batch_size=batch_size, image_scale=cfg.image_scale)
-    from densereg.infer import predict
+    from densereg.readout.forward import predict
 
     maps = predict(model, images, batch_size=batch_size, image_scale=cfg.image_scale)
     return [transfer_parts(template, m.u, m.v, m.mask) for m in maps]
@@ -363,14 +364,14 @@ def _resolve_root(source: str, root: Path | None) -> Path:
     if root is not None:
         return root
     if source == "synthetic":
-        from densereg.synth import ensure_synthetic
+        from densereg.data.synth import ensure_synthetic
 
         return Path(ensure_synthetic())
     return datasets.data_root("real")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.segmentation",
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.experiments.segmentation",
                                      description="Table 1 / Fig. 6: Helen face-part segmentation IoU.")
     parser.add_argument("--method", required=True, choices=list(METHODS))
     parser.add_argument("--source", choices=("synthetic", "real"), default="synthetic")

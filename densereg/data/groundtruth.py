@@ -14,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from densereg import datasets, formats, rasterize
-from densereg.bfm import load_bfm
-from densereg.template import builtin_face
+from densereg.data import datasets, formats
+from densereg.geometry import rasterize
+from densereg.geometry.bfm import load_bfm
+from densereg.geometry.template import builtin_face
 
 
 def template_for(model: str):

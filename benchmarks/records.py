@@ -24,7 +24,7 @@ try:  # POSIX advisory locks serialise read-modify-write of a shared CSV; absent
 except ImportError:  # pragma: no cover - the project targets Linux
     fcntl = None
 
-from densereg.formats import atomic_write_bytes  # noqa: E402 - one atomic writer for the project
+from densereg.data.formats import atomic_write_bytes  # noqa: E402 - one atomic writer for the project
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,6 +1,6 @@
 """Landmarks from the dense UV field (paper Sec. 4.3), and their PCA-shape-model refinement.
 
-    python -m densereg.landmarks --bench [--faces 20] [--size 256] [--repeats 20]
+    python -m densereg.readout.landmarks --bench [--faces 20] [--size 256] [--repeats 20]
 
 Read-out. Every template landmark has a known template coordinate (u, v); in an image the landmark is where
 the estimated field takes that value. The paper takes "the local minima of the Euclidean distance between the
@@ -302,7 +302,7 @@ def read_landmarks(uvmap_or_u_v, landmark_uv, region=None, method: str = "compon
     """Landmark positions read from a dense UV field.
 
     Args:
-        uvmap_or_u_v: an :class:`densereg.infer.UVMap` (or ``DenseGT``; ``u``, ``v`` NaN on background, and
+        uvmap_or_u_v: an :class:`densereg.readout.forward.UVMap` (or ``DenseGT``; ``u``, ``v`` NaN on background, and
             ``mask``), or a ``(u, v)`` pair of ``H×W`` arrays.
         landmark_uv: (L, 2) template UV of the landmarks (``Template.landmark_uv``).
         region: ``(x0, y0, x1, y1)`` face box naming which face to read (several faces in one image); pixels
@@ -626,8 +626,8 @@ def landmarks_from_uv(uvmap, template, region=None, shape_model: ShapeModel | No
 
 def bench_faces(n: int, size: int, seed: int = 0, yaw_deg: float = 30.0):
     """``n`` exact GT UV fields of random built-in faces (yaw within ±``yaw_deg``) and their landmarks."""
-    from densereg import rasterize
-    from densereg.template import builtin_face
+    from densereg.geometry import rasterize
+    from densereg.geometry.template import builtin_face
 
     t = builtin_face()
     rng = np.random.default_rng(seed)
@@ -668,7 +668,7 @@ def benchmark(faces: int = 20, size: int = 256, repeats: int = 20, seed: int = 0
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m densereg.landmarks", description=__doc__.split("\n\n")[2])
+    parser = argparse.ArgumentParser(prog="python -m densereg.readout.landmarks", description=__doc__.split("\n\n")[2])
     parser.add_argument("--bench", action="store_true", help="time the read-out on rendered GT UV fields")
     parser.add_argument("--faces", type=int, default=20)
     parser.add_argument("--size", type=int, default=256)

@@ -1,19 +1,19 @@
 """Readers for the benchmarks DenseReg is evaluated on, in their native layouts.
 
-    python -m densereg.datasets check ROOT     # try to read every image/.pts/.mat under ROOT; list problems
+    python -m densereg.data.datasets check ROOT     # try to read every image/.pts/.mat under ROOT; list problems
 
 One set of readers serves both data sources: the real data under ``$DENSEREG_DATA`` and the embedded synthetic
-benchmark, which ``densereg.synth`` writes in exactly the same layout (see :data:`LAYOUT` and
+benchmark, which ``densereg.data.synth`` writes in exactly the same layout (see :data:`LAYOUT` and
 :func:`synthetic_paths`). Every reader turns a dataset split into a sorted list of :class:`Sample` (image path,
 0-based ``(x, y)`` landmarks, face box, extras); :data:`DATASETS` registers them and :func:`load_dataset` looks
 them up.
 
 The files themselves (``.pts``, box files, images, video frames, 300W-LP ``.mat`` fittings) are read through
-:mod:`densereg.formats`. One quirk of the real 300W-LP files is a matter of layout and handled here: the
+:mod:`densereg.data.formats`. One quirk of the real 300W-LP files is a matter of layout and handled here: the
 re-rendered ``k >= 1`` files copy ``pt2d`` from ``k = 0``, so their landmarks are not those of the image
 (readers give ``None``; project the fitting's mesh instead).
 
-Malformed or missing files always raise :class:`densereg.formats.DatasetError` naming the file and what is
+Malformed or missing files always raise :class:`densereg.data.formats.DatasetError` naming the file and what is
 wrong; nothing is skipped silently.
 """
 
@@ -31,8 +31,8 @@ import cv2
 import numpy as np
 import scipy.io
 
-from densereg import formats
-from densereg.formats import _fail, _lookup  # one error format and one registry lookup for the project
+from densereg.data import formats
+from densereg.data.formats import _fail, _lookup  # one error format and one registry lookup for the project
 
 LAYOUT = """\
 $DENSEREG_DATA/                      (the synthetic benchmark uses the same layout under data/synthetic/)
@@ -101,7 +101,7 @@ def landmarks_box(points):
 
 
 def _repo_root():
-    return Path(__file__).resolve().parents[1]
+    return Path(__file__).resolve().parents[2]
 
 
 def _real_root():
@@ -290,7 +290,7 @@ def read_300w_lp(root, split, flips=False, profiles=False):
         profiles: include the re-rendered ``k >= 1`` images. Their stored ``pt2d`` belongs to ``k = 0``, so their
             ``landmarks`` are None and their box is that of the ``k = 0`` landmarks (approximate).
 
-    Landmarks of ``*_Flip`` samples are put back in iBUG semantic order (:func:`densereg.formats.flip_file_landmarks`).
+    Landmarks of ``*_Flip`` samples are put back in iBUG semantic order (:func:`densereg.data.formats.flip_file_landmarks`).
     """
     _check_split(split, SPLITS_300W_LP, "300W-LP")
     base = _need_dir(Path(root) / "300W_LP", "300W-LP")
@@ -624,7 +624,7 @@ def check_tree(root, max_outside=0.5):
 
 def main(argv=None):
     """Command line: ``check ROOT`` prints one line per problem and a summary; exit status 1 on any problem."""
-    parser = argparse.ArgumentParser(prog="python -m densereg.datasets", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m densereg.data.datasets", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("check", help="read every image/.pts/.mat under ROOT and report problems")
     check.add_argument("root", type=Path)

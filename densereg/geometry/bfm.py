@@ -3,7 +3,7 @@
 The BFM's licence forbids shipping it, so users download it themselves; :func:`load_bfm` reads the 3DDFA
 file layout (``.npy`` or MATLAB ``.mat``) from a directory, rescales it to template units, re-winds its
 triangles outwards and brings its UV into our convention. ``get_template("/path/to/BFM")`` calls it
-(cached) through :mod:`densereg.template`.
+(cached) through :mod:`densereg.geometry.template`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from densereg.template import Template, cylindrical_uv, parts_from_landmarks
+from densereg.geometry.template import Template, cylindrical_uv, parts_from_landmarks
 
 
 def _find_array(root: Path, npy_names, mat_keys):

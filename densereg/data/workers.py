@@ -1,4 +1,4 @@
-"""Fork-safe process pools for data generation and evaluation (``densereg.synth``, ``benchmarks.run``).
+"""Fork-safe process pools for data generation and evaluation (``densereg.data.synth``, ``benchmarks.run``).
 
 Forked children inherit the parent's memory (a trained model, a detector) for free, but not its threads: a
 child that touches a thread pool the parent had started (OpenCV's, OpenMP's) can wait forever on a lock or

@@ -1,6 +1,6 @@
 """Felzenszwalb et al.'s HOG features, the feature pyramid the DPM scans, and filter correlation.
 
-The features of :mod:`benchmarks.dpm` (Felzenszwalb, Girshick, McAllester & Ramanan, PAMI 2010, Sec. 6):
+The features of :mod:`benchmarks.baselines.dpm` (Felzenszwalb, Girshick, McAllester & Ramanan, PAMI 2010, Sec. 6):
 31-dimensional HOG on ``sbin × sbin``-pixel cells (18 contrast-sensitive + 9 contrast-insensitive orientations +
 4 gradient-energy features, each cell normalised by its 4 surrounding 2×2 blocks and truncated at 0.2), plus a
 32nd channel that is 1 in the padding outside the image, so filters can learn what "off the image" costs.

@@ -8,11 +8,11 @@ UV and part-label helpers shared by all templates, and the registry.
 
 Two templates exist, each built in its own module:
 
-* ``builtin``: a face made in code (:func:`builtin_face`, geometry in :mod:`densereg.face_model`), so the
+* ``builtin``: a face made in code (:func:`builtin_face`, geometry in :mod:`densereg.geometry.face_model`), so the
   project runs with no downloads. It is a cylindrical grid surface r(θ, h) around a vertical axis behind the
   face, built from smooth bumps, with the lips cut apart along the mouth line so the mouth can open (the
   opening is a hole in the mesh).
-* the Basel Face Model as 3DDFA / 300W-LP use it (:func:`densereg.bfm.load_bfm`), which users must download
+* the Basel Face Model as 3DDFA / 300W-LP use it (:func:`densereg.geometry.bfm.load_bfm`), which users must download
   themselves.
 
 Look one up with ``get_template("builtin")`` or ``get_template("/path/to/BFM")``. ``face_model`` and ``bfm``
@@ -297,9 +297,9 @@ def builtin_face() -> Template:
     """The built-in face template, made in code (no files); built once per process and cached.
 
     Its geometry and the meaning of its identity / expression modes are described in
-    :func:`densereg.face_model.build_face`.
+    :func:`densereg.geometry.face_model.build_face`.
     """
-    from densereg.face_model import build_face
+    from densereg.geometry.face_model import build_face
 
     return build_face()
 
@@ -309,7 +309,7 @@ TEMPLATES = {"builtin": builtin_face}
 
 @functools.lru_cache(maxsize=2)
 def _load_bfm_cached(root: str) -> Template:
-    from densereg.bfm import load_bfm
+    from densereg.geometry.bfm import load_bfm
 
     return load_bfm(root)
 
@@ -317,7 +317,7 @@ def _load_bfm_cached(root: str) -> Template:
 def get_template(name_or_path) -> Template:
     """A template by registry name (``TEMPLATES``) or a directory holding the BFM files.
 
-    A directory is read by :func:`densereg.bfm.load_bfm` (cached per resolved path).
+    A directory is read by :func:`densereg.geometry.bfm.load_bfm` (cached per resolved path).
     """
     if isinstance(name_or_path, str) and name_or_path in TEMPLATES:
         return TEMPLATES[name_or_path]()

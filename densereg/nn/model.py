@@ -36,7 +36,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from densereg.quantize import uv_to_class
+from densereg.nn.quantize import uv_to_class
 
 # --------------------------------------------------------------------------------------------------
 # Backbones: torchvision-named ResNets (conv1, bn1, layer1..4, downsample.0/.1, fc) with dilation.

@@ -1,8 +1,8 @@
 """Latent-SVM training of our DPM: positives and latent relabelling, hard-negative mining, the SVM solver.
 
-The machinery behind :func:`benchmarks.dpm.train_dpm` (Felzenszwalb et al., PAMI 2010, Sec. 4-5).
+The machinery behind :func:`benchmarks.baselines.dpm.train_dpm` (Felzenszwalb et al., PAMI 2010, Sec. 4-5).
 :class:`Trainer` holds one training run: the positives (training faces, mirrored when ``mirror``), their split
-into pose components, caches of hard negatives, and the :class:`~benchmarks.dpm.DPMDetector` being trained. Its
+into pose components, caches of hard negatives, and the :class:`~benchmarks.baselines.dpm.DPMDetector` being trained. Its
 steps are the ones ``train_dpm`` schedules: root filters on warped positives against random negatives,
 hard-negative mining (windows with IoU < ``neg_iou`` to every annotated face), part initialisation on the root
 filter's highest-energy sub-windows, latent relabelling of each positive with its best component and part
@@ -22,9 +22,9 @@ from pathlib import Path
 import numba
 import numpy as np
 
-from benchmarks.dpm import Component, DPMDetector, box_iou, nms, window_grid
-from benchmarks.hog import FEATURE_DIM, warp_features
-from densereg.formats import read_image
+from benchmarks.baselines.dpm import Component, DPMDetector, box_iou, nms, window_grid
+from benchmarks.baselines.hog import FEATURE_DIM, warp_features
+from densereg.data.formats import read_image
 
 PLACEMENT_MARGIN = 2    # root cells scanned around a training face's candidate windows (room for parts)
 

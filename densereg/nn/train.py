@@ -1,10 +1,10 @@
 """Training DenseReg (paper Sec. 4.1): one flat loop, resumable, CPU by default, DDP + bf16 on GPUs.
 
-    python -m densereg.train --preset cpu --source synthetic --out runs/synthetic/densereg-cpu
-    python -m densereg.train --task deeplab --preset cpu --source synthetic --out runs/synthetic/deeplab-cpu
-    torchrun --nproc_per_node 4 -m densereg.train --preset paper --source real --out runs/real/densereg
+    python -m densereg.nn.train --preset cpu --source synthetic --out runs/synthetic/densereg-cpu
+    python -m densereg.nn.train --task deeplab --preset cpu --source synthetic --out runs/synthetic/deeplab-cpu
+    torchrun --nproc_per_node 4 -m densereg.nn.train --preset paper --source real --out runs/real/densereg
 
-Targets are rasterised on the fly from each image's 3D fitting (``densereg.groundtruth``), so the training
+Targets are rasterised on the fly from each image's 3D fitting (``densereg.data.groundtruth``), so the training
 set is anything with fittings: 300W-LP on real data, the synthetic benchmark's ``300W_LP/SYNTH`` otherwise.
 The same loop, data, schedule and presets train the DeepLab-v2 segmentation baseline of Table 1
 (``--task deeplab``), whose targets are the template's part labels carried through the same GT UV field.
@@ -30,9 +30,10 @@ import cv2
 import numpy as np
 import torch
 
-from densereg import datasets, formats, groundtruth, rasterize
-from densereg.deeplab import DeepLabV2
-from densereg.model import DenseRegNet
+from densereg.data import datasets, formats, groundtruth
+from densereg.geometry import rasterize
+from densereg.nn.deeplab import DeepLabV2
+from densereg.nn.model import DenseRegNet
 
 
 @dataclass
@@ -195,7 +196,7 @@ def training_samples(cfg: TrainConfig) -> list[datasets.Sample]:
     if cfg.root is not None:
         root = Path(cfg.root)
     elif cfg.source == "synthetic":
-        from densereg.synth import ensure_synthetic
+        from densereg.data.synth import ensure_synthetic
 
         root = ensure_synthetic()
     else:
@@ -406,7 +407,7 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m densereg.train", description="Train DenseReg.")
+    parser = argparse.ArgumentParser(prog="python -m densereg.nn.train", description="Train DenseReg.")
     parser.add_argument("--preset", default="paper", choices=list(PRESETS))
     parser.add_argument("--out", type=Path, required=True, help="run folder (checkpoint, log, config)")
     for f in dataclasses.fields(TrainConfig):

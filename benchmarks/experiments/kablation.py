@@ -1,6 +1,6 @@
 """The K ablation of Fig. 5: quantised regression with K bins per axis, decoded as ``q`` and ``q + r``.
 
-    python -m benchmarks.kablation --source synthetic --preset cpu [--ks 1,5,10,20,40,60]
+    python -m benchmarks.experiments.kablation --source synthetic --preset cpu [--ks 1,5,10,20,40,60]
 
 For each K a network is trained (or its cached checkpoint reused) under ``runs/<source>/fig5/K<K>-<preset>/``;
 K = 1 is plain regression (the paper's baseline). Each is evaluated on the test images that have fittings by
@@ -22,8 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import metrics, provenance
-from densereg import datasets, groundtruth, infer, train
+from benchmarks import metrics, records as provenance
+from densereg.data import datasets, groundtruth
+from densereg.readout import forward as infer
+from densereg.nn import train
 
 PAPER_KS = (1, 5, 10, 20, 40, 60)
 
@@ -91,7 +93,7 @@ def evaluate(checkpoint: Path, samples: list[datasets.Sample], batch_size: int =
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.kablation", description=__doc__.split("\n\n")[1])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.experiments.kablation", description=__doc__.split("\n\n")[1])
     parser.add_argument("--source", choices=("real", "synthetic"), default="synthetic")
     parser.add_argument("--preset", default="cpu", choices=list(train.PRESETS))
     parser.add_argument("--ks", default=",".join(map(str, PAPER_KS)))
@@ -108,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.root is not None:
         root = args.root
     elif args.source == "synthetic":
-        from densereg.synth import ensure_synthetic
+        from densereg.data.synth import ensure_synthetic
 
         root = ensure_synthetic()
     else:

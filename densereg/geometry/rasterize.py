@@ -1,6 +1,6 @@
 """Ground-truth renderer: a posed 3D mesh → per-pixel UV, depth, visibility and part label (paper Sec. 2).
 
-    python -m densereg.rasterize --bench --triangles 20000 --size 256
+    python -m densereg.geometry.rasterize --bench --triangles 20000 --size 256
 
 (the command above times the renderer on one core; the module is otherwise a library.)
 
@@ -337,7 +337,7 @@ def render_gt(template, verts_img, height: int, width: int, perspective_correct:
 
     Args:
         template: anything with ``triangles`` (T, 3), ``uv`` (V, 2) and ``part_at(u, v)`` (duck-typed
-            :class:`densereg.template.Template`).
+            :class:`densereg.geometry.template.Template`).
         verts_img: (V, 3) posed vertices in the image frame, e.g. from :func:`project_3ddfa`.
         height, width: image size.
         perspective_correct: see :func:`rasterize`.

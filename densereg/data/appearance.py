@@ -1,6 +1,6 @@
 """How synthetic faces look: per-identity albedo in UV space, shading, backgrounds, occluders, sensor effects.
 
-Used by ``densereg.synth`` (``python -m densereg.synth --out DIR``). Everything here is a pure function of a
+Used by ``densereg.data.synth`` (``python -m densereg.data.synth --out DIR``). Everything here is a pure function of a
 ``numpy.random.Generator``, so a sample is reproducible from its seed alone.
 
 The albedo is painted in the template's UV space, so every identity's skin, eyes (sclera and iris), brows,
@@ -43,11 +43,11 @@ def paint_albedo(template, rng: np.random.Generator, size: int = 256) -> np.ndar
     """A random identity's albedo texture in UV space, ``size×size×3`` float32 in [0, 1].
 
     Args:
-        template: a ``densereg.template.Template`` (its parts image and landmark UVs place the features).
+        template: a ``densereg.geometry.template.Template`` (its parts image and landmark UVs place the features).
         rng: the sample's random generator.
         size: texture resolution.
     """
-    from densereg.template import PARTS
+    from densereg.geometry.template import PARTS
 
     tone = SKIN_TONES[rng.integers(len(SKIN_TONES))] * rng.uniform(0.92, 1.08, 3)
     tex = np.empty((size, size, 3), np.float32)

@@ -1,6 +1,6 @@
 """The on-disk file formats of the face benchmarks: landmarks, boxes, images, video frames, 3DMM fittings.
 
-Every reader of :mod:`densereg.datasets` and the synthetic generator (:mod:`densereg.synth`) go through these
+Every reader of :mod:`densereg.data.datasets` and the synthetic generator (:mod:`densereg.data.synth`) go through these
 functions, so the real data and the embedded benchmark are read and written byte-compatibly. Details and
 provenance in ``reference/datasets-and-protocols.md``:
 

@@ -1,6 +1,6 @@
 """Mnemonic Descent Method (Trigeorgis et al., CVPR 2016) in PyTorch: a landmark fitter ``(image, shape) → 68×2``.
 
-    python -m benchmarks.mdm train --root ROOT --out DIR [--preset cpu|paper] [--iterations N]
+    python -m benchmarks.baselines.mdm train --root ROOT --out DIR [--preset cpu|paper] [--iterations N]
 
 Paper Sec. 4.3 of DenseReg initialises MDM with DenseReg's landmarks. MDM is a recurrent cascade: at each of
 4 steps it samples a 30×30 patch around every current landmark, runs a small CNN shared by all patches and
@@ -45,14 +45,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from densereg import datasets, formats
+from densereg.data import datasets, formats
 
 N_POINTS = 68
 OUTER_EYE = (36, 45)          # 0-based outer eye corners: the loss's normaliser
-CHECKPOINT_FORMAT = "benchmarks.mdm/1"
+CHECKPOINT_FORMAT = "benchmarks.baselines.mdm/1"
 CHECKPOINT_NAME = "mdm.pt"
 LOG_NAME = "mdm_log.csv"
-TRAIN_COMMAND = "python -m benchmarks.mdm train --root ROOT --out DIR"
+TRAIN_COMMAND = "python -m benchmarks.baselines.mdm train --root ROOT --out DIR"
 
 
 @dataclass(frozen=True)
@@ -677,7 +677,7 @@ class MDMFitter:
 
 def main(argv=None):
     """``train``: train MDM on a dataset split and write ``OUT/mdm.pt`` (resumes when it exists)."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.mdm", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.baselines.mdm", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train (or resume training) MDM; writes OUT/mdm.pt")
     train.add_argument("--root", type=Path, required=True, help="data root in the 300-W layout")

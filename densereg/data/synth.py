@@ -1,6 +1,6 @@
 """The embedded synthetic benchmark: faces rendered from the template with exact ground truth, in native formats.
 
-    python -m densereg.synth --out DIR --seed S --n-train N --n-test M [--n-helen H] [--preview FILE.png]
+    python -m densereg.data.synth --out DIR --seed S --n-train N --n-test M [--n-helen H] [--preview FILE.png]
 
 With no ``--out`` it (re)builds the default benchmark under ``data/synthetic`` (or ``$DENSEREG_SYNTH``).
 
@@ -8,13 +8,13 @@ Why: nobody here has 300W, 300W-LP or Helen, yet every table must run end to end
 real data takes. So each sample is a face drawn from the template's shape model (random identity and
 expression), posed (yaw ±90°, pitch ±45°, roll ±30°), textured with a per-identity albedo painted in UV space,
 Lambertian-lit, composited on clutter with occluders and sometimes extra *unannotated* faces, then blurred,
-noised and JPEG-compressed. It is written in the real datasets' layouts (see ``densereg.datasets.LAYOUT``):
+noised and JPEG-compressed. It is written in the real datasets' layouts (see ``densereg.data.datasets.LAYOUT``):
 
 * a 300W-like tree: training images with 1-based ``.pts``; the private test set as ``01_Indoor`` (controlled
   light) and ``02_Outdoor`` (harsh light, more blur, noise and occlusion), with 4-point box files;
 * a 300W-LP-like fitting ``.mat`` per image (3DDFA ``Pose_Para`` convention, shape and expression coefficients
   of the template's own model, ``model = "builtin"``), from which dense ground truth is rasterised exactly as
-  for real 300W-LP (``densereg.groundtruth``);
+  for real 300W-LP (``densereg.data.groundtruth``);
 * a Helen-like segmentation test set whose part labels come from those fittings.
 
 Landmarks are the projections of the template's 68 landmark vertices, visible or not (3D-consistent, as in
@@ -36,9 +36,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from densereg import appearance, datasets, formats, rasterize
-from densereg.workers import fork_pool
-from densereg.template import builtin_face
+from densereg.data import appearance, datasets, formats
+from densereg.geometry import rasterize
+from densereg.data.workers import fork_pool
+from densereg.geometry.template import builtin_face
 
 IMAGE_SIZE = 256          # synthetic images are square; faces span roughly 35-65% of the width
 DEFAULT_COUNTS = {"train": 3148, "test": 600, "helen": 330}   # the paper's 300W split; Helen's 330 test images
@@ -238,7 +239,7 @@ def ensure_synthetic(root: Path | None = None, seed: int = 0, counts: dict[str, 
 
 def preview(root: Path, out_png: Path, n: int = 12) -> Path:
     """A grid of test samples with their landmarks and GT UV overlaid, to judge realism at a glance."""
-    from densereg import groundtruth
+    from densereg.data import groundtruth
 
     samples = datasets.load_dataset("300w", root, "test")
     picks = np.linspace(0, len(samples) - 1, min(n, len(samples))).astype(int)
@@ -267,7 +268,7 @@ def preview(root: Path, out_png: Path, n: int = 12) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1], prog="python -m densereg.synth")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1], prog="python -m densereg.data.synth")
     parser.add_argument("--out", type=Path, default=None,
                         help="output folder (default: data/synthetic or $DENSEREG_SYNTH)")
     parser.add_argument("--seed", type=int, default=0)

@@ -1,7 +1,7 @@
 """The ``aam`` fitter: menpofit's patch AAM fitted by Wiberg inverse-compositional Lucas-Kanade.
 
-    python -m benchmarks.aam train --root ROOT --out PATH [--max-images N]
-    python -m benchmarks.aam evaluate --root ROOT --model PATH [--n 30]
+    python -m benchmarks.baselines.aam train --root ROOT --out PATH [--max-images N]
+    python -m benchmarks.baselines.aam evaluate --root ROOT --model PATH [--n 30]
 
 Paper Sec. 4.3 refines each initialisation with an Active Appearance Model. We use the one the menpo team
 published for faces: a **patch-based AAM** (appearance = patches sampled around the landmarks, no piecewise
@@ -10,7 +10,7 @@ algorithm, from any initial shape (``fit_from_shape``). Settings follow menpofit
 ``load_balanced_frontal_face_fitter`` (two scales, 13×13 patches, reference diagonal 110, 5/20 shape and
 30/150 appearance components) except for the features, see :class:`AAMConfig`.
 
-menpo/menpofit are imported only through :mod:`benchmarks.menpo_shim` (they need NumPy-2 aliases), and only
+menpo/menpofit are imported only through :mod:`benchmarks.baselines.menpo` (they need NumPy-2 aliases), and only
 inside functions, so importing this module is cheap. menpo keeps points as ``(y, x)``; the swap to and from
 the project's ``(x, y)`` happens only in :func:`to_menpo_image` and :func:`from_menpo_points`.
 
@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.menpo_shim import import_menpo, import_menpofit
-from benchmarks.provenance import atomic_write_bytes
+from benchmarks.baselines.menpo import import_menpo, import_menpofit
+from benchmarks.records import atomic_write_bytes
 
 ARTEFACT_FORMAT = 1  # bump when the pickled dict changes shape
 
@@ -57,7 +57,7 @@ class ArtefactError(RuntimeError):
 
 def build_command(out, root="ROOT"):
     """The command line that trains the AAM stored at ``out``."""
-    return f"python -m benchmarks.aam train --root {root} --out {out}"
+    return f"python -m benchmarks.baselines.aam train --root {root} --out {out}"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -408,7 +408,7 @@ def _evaluate(args):
     """Fit the AAM from the training mean shape placed in each test face's GT box; print NME and time."""
     from benchmarks import metrics
     from benchmarks.initialisers import BoxToShape
-    from densereg import datasets
+    from densereg.data import datasets
 
     fitter = AAMFitter.load(args.model)
     regression = BoxToShape.from_samples(datasets.load_dataset(args.dataset, args.root, "train"))
@@ -432,11 +432,11 @@ def _evaluate(args):
 
 
 def main(argv=None):
-    """Entry point of ``python -m benchmarks.aam``."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.aam", description=__doc__.split("\n\n")[0])
+    """Entry point of ``python -m benchmarks.baselines.aam``."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.baselines.aam", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train a patch AAM on a training split and store it")
-    train.add_argument("--root", required=True, type=Path, help="data root laid out as densereg.datasets.LAYOUT")
+    train.add_argument("--root", required=True, type=Path, help="data root laid out as densereg.data.datasets.LAYOUT")
     train.add_argument("--out", required=True, type=Path, help="the artefact pickle to write")
     train.add_argument("--dataset", default="300w", help="dataset whose training split is used (default 300w)")
     train.add_argument("--split", default="train")
@@ -453,7 +453,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     if args.command == "train":
-        from densereg import datasets
+        from densereg.data import datasets
 
         config = AAMConfig(max_images=args.max_images or None, features=args.features, seed=args.seed)
         samples = datasets.load_dataset(args.dataset, args.root, args.split)

@@ -1,7 +1,7 @@
 """Our deformable part model (DPM) face detector: HOG pyramid, pose components, parts, latent SVM.
 
-    python -m benchmarks.dpm train --root ROOT --out PATH [--preset cpu] [--dataset 300w] [--split train]
-    python -m benchmarks.dpm eval --root ROOT --model PATH [--split test] [--limit N]
+    python -m benchmarks.baselines.dpm train --root ROOT --out PATH [--preset cpu] [--dataset 300w] [--split train]
+    python -m benchmarks.baselines.dpm eval --root ROOT --model PATH [--split test] [--limit N]
 
 Why: the paper initialises its fitters from Mathias et al.'s DPM face detector, whose model cannot be had here,
 so this module implements the method itself (Felzenszwalb, Girshick, McAllester & Ramanan, PAMI 2010) and trains
@@ -9,7 +9,7 @@ it on the active training split. Every result it produces is labelled "DPM (ours
 
 The model, as in Felzenszwalb et al.:
 
-* **Features** (:mod:`benchmarks.hog`): 31-dimensional HOG on 8×8 cells (18 contrast-sensitive + 9
+* **Features** (:mod:`benchmarks.baselines.hog`): 31-dimensional HOG on 8×8 cells (18 contrast-sensitive + 9
   contrast-insensitive orientations + 4 gradient-energy features, each cell normalised by its 4 surrounding 2×2
   blocks and truncated at 0.2), plus a 32nd channel that is 1 in the padding outside the image, so filters can
   learn what "off the image" costs. A pyramid holds ``interval`` levels per octave; parts read the level one
@@ -20,7 +20,7 @@ The model, as in Felzenszwalb et al.:
 * **Parts**: initialised on the highest-energy sub-windows of the 2×-interpolated root filter, each with an
   anchor and a quadratic deformation cost ``d · (dx, dx², dy, dy²)``; the best placement of every part for every
   root position is found with the Felzenszwalb-Huttenlocher generalised distance transform (rows, then columns).
-* **Latent SVM** (:mod:`benchmarks.latent_svm`): root filters are first trained on warped positives against
+* **Latent SVM** (:mod:`benchmarks.baselines.dpm_train`): root filters are first trained on warped positives against
   random negatives, then on hard negatives mined from the training images (windows with IoU < ``neg_iou`` to
   every annotated face); parts are added, each positive is relabelled with its best component and part placement
   among windows with IoU >= ``pos_iou`` to its box, and root + parts + deformation + bias are retrained as one
@@ -51,8 +51,8 @@ from pathlib import Path
 import numba
 import numpy as np
 
-from benchmarks.hog import FEATURE_DIM, PART_MARGIN, FeaturePyramid, correlate
-from densereg.datasets import DATASETS, load_dataset
+from benchmarks.baselines.hog import FEATURE_DIM, PART_MARGIN, FeaturePyramid, correlate
+from densereg.data.datasets import DATASETS, load_dataset
 
 FORMAT_VERSION = 1      # bump when the saved file's layout changes
 MIN_QUADRATIC_DEFORMATION = 0.01  # lower bound on dx², dy² weights (keeps the distance transform well posed)
@@ -532,13 +532,13 @@ class DPMDetector:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no DPM model here; train one with "
-                                    f"`python -m benchmarks.dpm train --root ROOT --out {path}`")
+                                    f"`python -m benchmarks.baselines.dpm train --root ROOT --out {path}`")
         try:
             with np.load(path, allow_pickle=False) as data:
                 version = int(data["format_version"])
                 if version != FORMAT_VERSION:
                     raise ValueError(f"{path}: DPM model format {version}, this code reads {FORMAT_VERSION}; "
-                                     f"retrain with `python -m benchmarks.dpm train`")
+                                     f"retrain with `python -m benchmarks.baselines.dpm train`")
                 known = {f.name for f in fields(DPMConfig)}
                 config = DPMConfig(**{k: v for k, v in json.loads(str(data["config"])).items() if k in known})
                 components = [Component(root=data[f"c{i}_root"], bias=float(data[f"c{i}_bias"]),
@@ -565,7 +565,7 @@ def train_dpm(samples, out_path, config=None, progress=True):
     """Train the DPM face detector on annotated faces and save it.
 
     Args:
-        samples: :class:`densereg.datasets.Sample` list (the training split); each sample's ``box`` is a positive
+        samples: :class:`densereg.data.datasets.Sample` list (the training split); each sample's ``box`` is a positive
             and every window overlapping no annotated box of its image (IoU < ``neg_iou``) may be a negative.
         out_path: where the ``.npz`` model goes (written atomically).
         config: :class:`DPMConfig` (default: the ``cpu`` preset).
@@ -577,7 +577,7 @@ def train_dpm(samples, out_path, config=None, progress=True):
     config = config or config_preset("cpu")
     if len(samples) < 2 * config.n_components:
         raise ValueError(f"DPM training needs at least {2 * config.n_components} faces, got {len(samples)}")
-    from benchmarks.latent_svm import Trainer   # here, not at the top: latent_svm builds on this module's model
+    from benchmarks.baselines.dpm_train import Trainer   # here, not at the top: latent_svm builds on this module's model
 
     trainer = Trainer(samples, config, progress)
     phases = {}
@@ -672,7 +672,7 @@ def _parse_overrides(items):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.dpm", description=__doc__.split("\n\n")[2])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.baselines.dpm", description=__doc__.split("\n\n")[2])
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train the detector on a dataset's training split")
     train.add_argument("--root", required=True, help="data root (real or synthetic layout)")
