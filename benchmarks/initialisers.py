@@ -31,6 +31,8 @@ import numpy as np
 
 from benchmarks.records import atomic_write_bytes
 from densereg.data import datasets, formats
+from densereg.geometry.boxes import MIN_IOU, iou, pick as pick_detection
+from densereg.registry import lookup
 
 # The training split whose annotations an initialiser (or fitter) may learn from, per evaluated dataset:
 # (dataset, split) for datasets.load_dataset. Helen is evaluated with models trained on 300-W, as in the paper.
@@ -40,12 +42,6 @@ TRAIN_SPLITS = {
     "300vw": ("300vw", "train"),
     "ears": ("ears", "train"),
 }
-
-# A detection is the evaluated face when its IoU with the ground-truth face box reaches this (configurable
-# per call): the PASCAL criterion (0.5) is stricter than needed to tell faces apart and would count a loose
-# but correct detector box as a miss; 0.3 still rejects every neighbouring face.
-MIN_IOU = 0.3
-
 
 @dataclass
 class RunContext:
@@ -80,7 +76,7 @@ class RunContext:
             formats.DatasetError: the training data is missing or malformed.
         """
         if self._train is None:
-            name, split = _lookup(TRAIN_SPLITS, self.dataset, "dataset with a training split")
+            name, split = lookup(TRAIN_SPLITS, self.dataset, "dataset with a training split")
             self._train = datasets.load_dataset(name, self.root, split)
         return self._train
 
@@ -99,12 +95,6 @@ class RunContext:
         return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _lookup(registry, key, what):
-    if key not in registry:
-        raise KeyError(f"unknown {what} {key!r}; valid: {', '.join(sorted(registry))}")
-    return registry[key]
-
-
 def factory(fn):
     """Mark ``fn`` as a factory ``fn(ctx) -> method`` for plug-in loading (sets ``fn.is_factory = True``)."""
     fn.is_factory = True
@@ -113,37 +103,6 @@ def factory(fn):
 
 # ----------------------------------------------------------------------------------------------------------------
 # Geometry shared by the box-based initialisers
-
-
-def iou(a, b):
-    """Intersection over union of two ``(x0, y0, x1, y1)`` boxes (0 when they do not overlap)."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    w = min(a[2], b[2]) - max(a[0], b[0])
-    h = min(a[3], b[3]) - max(a[1], b[1])
-    inter = max(w, 0.0) * max(h, 0.0)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
-
-
-def pick_detection(detections, box, min_iou=MIN_IOU):
-    """The detection that is the evaluated face: highest IoU with the GT face ``box``, if at least ``min_iou``.
-
-    Args:
-        detections: ``(D, 4)`` array (or list) of ``(x0, y0, x1, y1)`` boxes, possibly empty.
-        box: the ground-truth face box of the evaluated face.
-        min_iou: the overlap below which a detection is someone (something) else.
-
-    Returns:
-        ``(index, detection)`` of the chosen box, or None when no detection overlaps enough (a miss).
-    """
-    detections = np.asarray(detections, dtype=float).reshape(-1, 4)
-    if len(detections) == 0:
-        return None
-    overlaps = [iou(d, box) for d in detections]
-    best = int(np.argmax(overlaps))
-    if overlaps[best] < min_iou:
-        return None
-    return best, detections[best]
 
 
 def _box_features(boxes):

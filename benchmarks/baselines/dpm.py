@@ -53,6 +53,7 @@ import numpy as np
 
 from benchmarks.baselines.hog import FEATURE_DIM, PART_MARGIN, FeaturePyramid, correlate
 from densereg.data.datasets import DATASETS, load_dataset
+from densereg.geometry.boxes import iou_many as box_iou, nms
 
 FORMAT_VERSION = 1      # bump when the saved file's layout changes
 MIN_QUADRATIC_DEFORMATION = 0.01  # lower bound on dx², dy² weights (keeps the distance transform well posed)
@@ -241,34 +242,6 @@ def distance_transform_2d(values, deformation, origin=(0, 0), shape=None, step=1
 
 # ----------------------------------------------------------------------------------------------------------------
 # Boxes
-
-
-def box_iou(box, boxes):
-    """IoU of one ``(x0, y0, x1, y1)`` box with each row of ``boxes`` (any leading shape)."""
-    boxes = np.asarray(boxes, dtype=np.float64)
-    ix = np.clip(np.minimum(box[2], boxes[..., 2]) - np.maximum(box[0], boxes[..., 0]), 0, None)
-    iy = np.clip(np.minimum(box[3], boxes[..., 3]) - np.maximum(box[1], boxes[..., 1]), 0, None)
-    inter = ix * iy
-    union = ((box[2] - box[0]) * (box[3] - box[1])
-             + (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1]) - inter)
-    return inter / np.maximum(union, 1e-12)
-
-
-def nms(boxes, scores, iou_threshold, max_keep=None):
-    """Greedy non-maximum suppression: indices of the kept boxes, best score first.
-
-    A box is dropped when it overlaps an already kept (higher-scoring) box by more than ``iou_threshold``;
-    the search stops after ``max_keep`` boxes when given.
-    """
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
-    keep = []
-    while order.size and (max_keep is None or len(keep) < max_keep):
-        i = order[0]
-        keep.append(int(i))
-        rest = order[1:]
-        order = rest[box_iou(boxes[i], boxes[rest]) <= iou_threshold]
-    return np.array(keep, dtype=np.int64)
 
 
 def window_grid(pyr, k, y0_pad, x0_pad, rows, cols, rh, rw):

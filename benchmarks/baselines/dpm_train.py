@@ -22,7 +22,8 @@ from pathlib import Path
 import numba
 import numpy as np
 
-from benchmarks.baselines.dpm import Component, DPMDetector, box_iou, nms, window_grid
+from benchmarks.baselines.dpm import Component, DPMDetector, window_grid
+from densereg.geometry.boxes import iou_many as box_iou, nms
 from benchmarks.baselines.hog import FEATURE_DIM, warp_features
 from densereg.data.formats import read_image
 

@@ -328,7 +328,7 @@ class DlibShapePredictor:
 
 def _evaluate(args):
     """Recall at IoU >= 0.5 of the detector on a split (the detection overlapping the GT box most)."""
-    from benchmarks.initialisers import iou
+    from densereg.geometry.boxes import iou
     from densereg.data import datasets
 
     detector = HogSvmDetector(args.model, adjust_threshold=args.adjust_threshold)

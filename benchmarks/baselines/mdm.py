@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from densereg.data import datasets, formats
+from densereg.registry import lookup
 
 N_POINTS = 68
 OUTER_EYE = (36, 45)          # 0-based outer eye corners: the loss's normaliser
@@ -143,15 +144,9 @@ PRESETS = {
 RESUMABLE_CHANGES = ("iterations", "checkpoint_every")
 
 
-def _lookup(registry, key, what):
-    if key not in registry:
-        raise KeyError(f"unknown {what} {key!r}; valid: {', '.join(sorted(registry))}")
-    return registry[key]
-
-
 def make_config(preset="paper", **overrides):
     """The config of ``preset`` (a key of :data:`PRESETS`) with ``overrides`` (None values ignored)."""
-    values = {**_lookup(PRESETS, preset, "MDM preset"), **{k: v for k, v in overrides.items() if v is not None}}
+    values = {**lookup(PRESETS, preset, "MDM preset"), **{k: v for k, v in overrides.items() if v is not None}}
     return MDMConfig(**values)
 
 

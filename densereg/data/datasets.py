@@ -32,7 +32,8 @@ import numpy as np
 import scipy.io
 
 from densereg.data import formats
-from densereg.data.formats import _fail, _lookup  # one error format and one registry lookup for the project
+from densereg.data.formats import _fail
+from densereg.registry import lookup  # one error format and one registry lookup for the project
 
 LAYOUT = """\
 $DENSEREG_DATA/                      (the synthetic benchmark uses the same layout under data/synthetic/)
@@ -128,7 +129,7 @@ def data_root(source):
     ``"real"`` is ``$DENSEREG_DATA`` (an error naming the variable when unset); ``"synthetic"`` is
     ``$DENSEREG_SYNTH`` or ``<repo>/data/synthetic``, where the generator writes (it may not exist yet).
     """
-    return _lookup(DATA_SOURCES, source, "data source")()
+    return lookup(DATA_SOURCES, source, "data source")()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -224,7 +225,7 @@ def read_300w(root, split):
     """
     base = _need_dir(Path(root) / "300W", "300-W")
     samples = []
-    for subset in _lookup(SPLITS_300W, split, "300W split"):
+    for subset in lookup(SPLITS_300W, split, "300W split"):
         private = subset.startswith("300W/")
         name_prefix = subset[len("300W/"):] if private else subset
         box_folder = base / "boxes" / ("300w" if private else subset)
@@ -242,7 +243,7 @@ def read_helen(root, split):
     When Smith et al.'s face-parsing archive is unpacked beside (``SmithCVPR2013_dataset_resized/labels/<stem>/``)
     the per-class label maps of an image are listed in ``extras["parsing_labels"]``.
     """
-    subset = _lookup(SPLITS_HELEN, split, "Helen split")
+    subset = lookup(SPLITS_HELEN, split, "Helen split")
     samples = _read_landmark_folder(Path(root) / "300W" / subset, subset, 68, {"split": split, "subset": subset})
     labels_root = Path(root) / "SmithCVPR2013_dataset_resized" / "labels"
     for sample in samples:
@@ -374,7 +375,7 @@ def read_300vw(root, split, drop_unreliable=False, require_all=True):
     Args:
         require_all: raise when a video of the split is absent (False reads the videos present).
     """
-    videos = _lookup(VIDEOS_300VW, split, "300VW split")
+    videos = lookup(VIDEOS_300VW, split, "300VW split")
     base = _need_dir(Path(root) / "300VW", "300-VW")
     present = [v for v in videos if (base / v).is_dir()]
     missing = sorted(set(videos) - set(present))
@@ -473,7 +474,7 @@ def load_dataset(name, root, split, **options):
 
     ``options`` go to the reader (e.g. ``flips=True`` for 300W-LP, ``drop_unreliable=True`` for 300-VW).
     """
-    return _lookup(DATASETS, name, "dataset")(Path(root), split, **options)
+    return lookup(DATASETS, name, "dataset")(Path(root), split, **options)
 
 
 # ----------------------------------------------------------------------------------------------------------------

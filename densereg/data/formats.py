@@ -30,6 +30,8 @@ import cv2
 import numpy as np
 import scipy.io
 
+from densereg.registry import lookup
+
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm")
 VIDEO_EXTS = (".avi", ".mp4", ".mkv", ".mov")
 
@@ -94,12 +96,6 @@ PTS_STYLES = {
     "300vw": PtsStyle(newline="\r\n", n_points_gap=" ", decimals=3, strip_zeros=True, final_newline=True),
     "ibug": PtsStyle(newline="\n", n_points_gap=" ", decimals=3, strip_zeros=False, final_newline=True),
 }
-
-
-def _lookup(registry, key, what):
-    if key not in registry:
-        raise KeyError(f"unknown {what} {key!r}; valid: {', '.join(sorted(registry))}")
-    return registry[key]
 
 
 def read_pts(path, expected_n=None):
@@ -184,7 +180,7 @@ def write_pts(path, points, style="300w"):
     Raises:
         ValueError: points not ``(N, 2)`` or not finite (the message names ``path``).
     """
-    style = _lookup(PTS_STYLES, style, ".pts style")
+    style = lookup(PTS_STYLES, style, ".pts style")
     points = np.asarray(points, dtype=np.float64)
     if points.ndim != 2 or points.shape[1] != 2:
         raise ValueError(f"{path}: points must be (N, 2), got shape {points.shape}")
