@@ -7,7 +7,7 @@ pytest.importorskip("dlib")
 
 from benchmarks.baselines import hogsvm
 from benchmarks import metrics  # noqa: E402
-from benchmarks.baselines.aam import ArtefactError  # noqa: E402
+from benchmarks.baselines.artefacts import ArtefactError  # noqa: E402
 from densereg.geometry.boxes import iou  # noqa: E402
 from densereg.data import datasets, formats  # noqa: E402
 

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.baselines.artefacts import ArtefactError
 from benchmarks.baselines.menpo import import_menpo, import_menpofit
 from benchmarks.records import atomic_write_bytes
 
@@ -38,21 +39,6 @@ ARTEFACT_FORMAT = 1  # bump when the pickled dict changes shape
 
 # menpo's luminosity weights (``Image.as_greyscale(mode="luminosity")``), applied in NumPy to skip a copy.
 LUMINOSITY = np.array([0.2989, 0.5870, 0.1140])
-
-
-class ArtefactError(RuntimeError):
-    """A cached trained artefact (AAM, detector, ...) is missing or unreadable.
-
-    The message names the file, what is wrong and the command that (re)builds it.
-
-    Attributes:
-        path: the artefact file.
-        command: the shell command that builds it.
-    """
-
-    def __init__(self, path, problem, command):
-        super().__init__(f"{path}: {problem}; build it with: {command}")
-        self.path, self.command = Path(path), command
 
 
 def build_command(out, root="ROOT"):
