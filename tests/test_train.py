@@ -78,3 +78,17 @@ def test_lr_schedule():
     assert train.learning_rate(cfg, 0) == pytest.approx(1e-4)
     assert train.learning_rate(cfg, cfg.warmup_iters) == pytest.approx(1e-3 * (1 - 200 / 20000) ** 0.9)
     assert train.learning_rate(cfg, cfg.iterations - 1) < 1e-6
+
+
+def test_config_template_and_boolean_flags():
+    assert train.make_config("tiny").template == "builtin"
+    assert train.make_config("paper").template == "bfm"
+    assert train.make_config("paper", template="builtin").template == "builtin"
+    parser = __import__("argparse").ArgumentParser()
+    from densereg.nn.config import add_config_flags
+
+    add_config_flags(parser)
+    assert parser.parse_args(["--depth", "yes"]).depth is True
+    assert parser.parse_args(["--depth", "off"]).depth is False
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--depth", "ye"])

@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import json
 import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -32,77 +30,9 @@ import torch
 
 from densereg.data import datasets, formats, groundtruth
 from densereg.geometry import rasterize
+from densereg.nn.config import ARCH_FIELDS, config_differences, PRESETS, TrainConfig, add_config_flags, make_config  # noqa: F401
 from densereg.nn.deeplab import DeepLabV2
 from densereg.nn.model import DenseRegNet
-
-
-@dataclass
-class TrainConfig:
-    """Hyper-parameters; the defaults are the paper's (Sec. 4.1), presets override a few."""
-
-    task: str = "densereg"                # a key of TASKS: "densereg" or the "deeplab" baseline (Table 1)
-    backbone: str = "resnet101"           # DeepLab-v2 trunk
-    output_stride: int = 8                # dilated res4/res5
-    width: int = 64                       # 64 = torchvision-compatible shapes
-    K: int = 10                           # d = 0.1, the paper's main setting
-    variant: str = "q+r"                  # quantised regression
-    depth: bool = False                   # Sec. 4.5 depth head
-    iterations: int = 20000
-    batch_size: int = 10
-    optimizer: str = "sgd"                # the paper's Caffe solver: SGD with momentum
-    base_lr: float = 1e-3
-    lr_power: float = 0.9                 # "poly" policy: lr = base * (1 - t/T)^power
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    warmup_iters: int = 200               # "a lower learning rate for a warm start for a few iterations"
-    warmup_factor: float = 0.1
-    scales: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5)
-    crop: int = 321
-    image_scale: float = 1.0              # rescale every image first (the paper: largest side 800 px)
-    init_weights: str | None = None       # torchvision-named trunk weights (ImageNet/COCO); paper: COCO
-    freeze_bn: bool = False
-    source: str = "real"                  # "real" ($DENSEREG_DATA) or "synthetic"
-    root: str | None = None               # explicit data root (overrides the source's default location)
-    dataset: str = "300w-lp"
-    split: str = "train"
-    seed: int = 0
-    checkpoint_every: int = 1000
-    log_every: int = 10
-    loader_workers: int = 2
-    threads: int = 0                      # CPU threads for torch; 0 = cores not used by loader workers
-    amp: bool = True                      # bf16 autocast, CUDA only
-
-    def resolved(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-# Named sets of overrides. ``cpu``: chosen by measurement on the 2-core machine (see README, "Training").
-PRESETS: dict[str, dict] = {
-    "paper": {},
-    "cpu": dict(backbone="resnet18", width=32, output_stride=8, batch_size=8, iterations=1000,
-                optimizer="adam", base_lr=2e-3, weight_decay=1e-5, warmup_iters=50, crop=128,
-                image_scale=0.5, scales=(0.75, 1.0, 1.25), source="synthetic", checkpoint_every=200,
-                loader_workers=1),
-    "tiny": dict(backbone="resnet18", width=8, output_stride=8, batch_size=2, iterations=4, optimizer="adam",
-                 base_lr=1e-3, warmup_iters=1, crop=48, image_scale=0.25, scales=(1.0,), source="synthetic",
-                 checkpoint_every=2, log_every=1, loader_workers=0),
-}
-
-# Fields whose values define the network; a checkpoint made with other values cannot be loaded.
-ARCH_FIELDS = ("task", "backbone", "output_stride", "width", "K", "variant", "depth")
-# Checkpoints written before a field existed hold its value implicitly.
-_ARCH_DEFAULTS = {"task": "densereg"}
-
-
-def make_config(preset: str = "paper", **overrides) -> TrainConfig:
-    """The paper's config with a preset's and then the caller's overrides applied."""
-    if preset not in PRESETS:
-        raise KeyError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
-    values = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
-    cfg = TrainConfig(**values)
-    if cfg.variant == "regression":
-        cfg.K = 1
-    return cfg
 
 
 def _build_densereg(cfg: TrainConfig) -> DenseRegNet:
@@ -232,8 +162,7 @@ def read_checkpoint(path: str | os.PathLike, expect: dict | None = None) -> dict
     if not isinstance(state, dict) or state.get("format") != "densereg-checkpoint-1":
         raise ValueError(f"{path}: not a densereg checkpoint")
     if expect:
-        saved = {**_ARCH_DEFAULTS, **state["config"]}
-        diff = {k: (saved.get(k), expect[k]) for k in ARCH_FIELDS if k in expect and saved.get(k) != expect[k]}
+        diff = config_differences(state["config"], expect, ARCH_FIELDS)
         if diff:
             desc = ", ".join(f"{k}: checkpoint {a!r} vs requested {b!r}" for k, (a, b) in diff.items())
             raise ValueError(f"{path}: checkpoint made with another network ({desc})")
@@ -244,10 +173,7 @@ def load_model(path: str | os.PathLike, expect: dict | None = None
                ) -> tuple[DenseRegNet | DeepLabV2, TrainConfig]:
     """A trained model (DenseReg or DeepLab-v2, as its config's ``task`` says) in eval mode and its config."""
     state = read_checkpoint(path, expect)
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    values = {k: v for k, v in state["config"].items() if k in fields}
-    values["scales"] = tuple(values.get("scales", ()))
-    cfg = TrainConfig(**{**values, "init_weights": None})
+    cfg = TrainConfig.from_dict({**state["config"], "init_weights": None})
     model = build_model(cfg)
     try:
         model.load_state_dict(state["model"], strict=True)
@@ -410,15 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m densereg.nn.train", description="Train DenseReg.")
     parser.add_argument("--preset", default="paper", choices=list(PRESETS))
     parser.add_argument("--out", type=Path, required=True, help="run folder (checkpoint, log, config)")
-    for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        if f.type in ("bool", bool):
-            parser.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=None)
-        elif f.name == "scales":
-            parser.add_argument(flag, type=lambda s: tuple(float(x) for x in s.split(",")), default=None)
-        else:
-            kind = {"int": int, "float": float}.get(str(f.type), str)
-            parser.add_argument(flag, type=kind, default=None)
+    add_config_flags(parser)
     args = vars(parser.parse_args(argv))
     preset, out = args.pop("preset"), args.pop("out")
     cfg = make_config(preset, **args)

@@ -1,0 +1,149 @@
+"""Training configuration: ``TrainConfig`` (the paper's hyper-parameters), named presets, and the CLI flags.
+
+A config is *resolved* once (:func:`make_config`): a preset's overrides, then the caller's, then the values
+derived from them (``template`` from ``source``, ``K = 1`` for plain regression). The resolved dict is what a
+checkpoint records, so a trained network says exactly how it was made and which template its UV refers to.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass
+
+from densereg.registry import lookup
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters; the defaults are the paper's (Sec. 4.1), presets override a few."""
+
+    task: str = "densereg"                # a key of densereg.nn.tasks.TASKS: "densereg" or "deeplab" (Table 1)
+    backbone: str = "resnet101"           # DeepLab-v2 trunk
+    output_stride: int = 8                # dilated res4/res5
+    width: int = 64                       # 64 = torchvision-compatible shapes
+    K: int = 10                           # d = 0.1, the paper's main setting
+    variant: str = "q+r"                  # quantised regression
+    depth: bool = False                   # Sec. 4.5 depth head
+    iterations: int = 20000
+    batch_size: int = 10
+    optimizer: str = "sgd"                # the paper's Caffe solver: SGD with momentum
+    base_lr: float = 1e-3
+    lr_power: float = 0.9                 # "poly" policy: lr = base * (1 - t/T)^power
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_iters: int = 200               # "a lower learning rate for a warm start for a few iterations"
+    warmup_factor: float = 0.1
+    scales: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5)
+    crop: int = 321
+    image_scale: float = 1.0              # rescale every image first (the paper: largest side 800 px)
+    init_weights: str | None = None       # torchvision-named trunk weights (ImageNet/COCO); paper: COCO
+    freeze_bn: bool = False
+    source: str = "real"                  # "real" ($DENSEREG_DATA) or "synthetic"
+    root: str | None = None               # explicit data root (overrides the source's default location)
+    dataset: str = "300w-lp"
+    split: str = "train"
+    template: str | None = None           # the template the UV refers to; None: "builtin" (synthetic) / "bfm" (real)
+    seed: int = 0
+    checkpoint_every: int = 1000
+    log_every: int = 10
+    loader_workers: int = 2
+    threads: int = 0                      # CPU threads for torch; 0 = cores not used by loader workers
+    amp: bool = True                      # bf16 autocast, CUDA only
+
+    def resolved(self) -> dict:
+        """The config as a plain dict (what checkpoints and ``config.json`` record)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        """A config from a recorded dict; unknown keys are ignored, missing ones take their defaults."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in values.items() if k in fields}
+        if "scales" in values:
+            values["scales"] = tuple(values["scales"])
+        cfg = cls(**values)
+        if cfg.template is None:     # recorded before the field existed: the source's template
+            cfg.template = SOURCE_TEMPLATES.get(cfg.source)
+        return cfg
+
+
+# Named sets of overrides. ``cpu``: chosen by measurement on the 2-core machine (see README, "Training").
+PRESETS: dict[str, dict] = {
+    "paper": {},
+    "cpu": dict(backbone="resnet18", width=32, output_stride=8, batch_size=8, iterations=1000,
+                optimizer="adam", base_lr=2e-3, weight_decay=1e-5, warmup_iters=50, crop=128,
+                image_scale=0.5, scales=(0.75, 1.0, 1.25), source="synthetic", checkpoint_every=200,
+                loader_workers=1),
+    "tiny": dict(backbone="resnet18", width=8, output_stride=8, batch_size=2, iterations=4, optimizer="adam",
+                 base_lr=1e-3, warmup_iters=1, crop=48, image_scale=0.25, scales=(1.0,), source="synthetic",
+                 checkpoint_every=2, log_every=1, loader_workers=0),
+}
+
+# Fields whose values define the network; a checkpoint made with other values cannot be loaded into it.
+ARCH_FIELDS = ("task", "backbone", "output_stride", "width", "K", "variant", "depth")
+
+# Fields that change neither the network nor the trained weights (bookkeeping, speed): a resumed run may
+# differ in them. Every other field is part of what was trained and must match to resume.
+RUN_FIELDS = ("checkpoint_every", "log_every", "loader_workers", "threads", "root")
+
+# The template each data source's fittings belong to.
+SOURCE_TEMPLATES = {"synthetic": "builtin", "real": "bfm"}
+
+
+def make_config(preset: str = "paper", **overrides) -> TrainConfig:
+    """The paper's config with a preset's and then the caller's overrides applied (None values ignored).
+
+    Derived values are filled in: ``template`` from ``source`` when not given, and ``K = 1`` for the plain
+    ``"regression"`` variant.
+    """
+    values = {**lookup(PRESETS, preset, "preset"), **{k: v for k, v in overrides.items() if v is not None}}
+    cfg = TrainConfig(**values)
+    if cfg.variant == "regression":
+        cfg.K = 1
+    if cfg.template is None:
+        cfg.template = lookup(SOURCE_TEMPLATES, cfg.source, "data source")
+    return cfg
+
+
+def config_differences(saved: dict, wanted: dict, fields=None) -> dict:
+    """``{field: (saved value, wanted value)}`` for the fields (default: all training fields) that differ.
+
+    Fields absent from ``saved`` (checkpoints older than the field) compare as the field's default.
+    """
+    defaults = TrainConfig().resolved()
+    if fields is None:
+        fields = [k for k in defaults if k not in RUN_FIELDS]
+    diff = {}
+    for k in fields:
+        if k not in wanted:
+            continue
+        a, b = saved.get(k, defaults.get(k)), wanted[k]
+        if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
+            a, b = (tuple(a) if a is not None else None), (tuple(b) if b is not None else None)
+        if a != b:
+            diff[k] = (a, b)
+    return diff
+
+
+def parse_bool(text: str) -> bool:
+    """``true/yes/1/on`` → True, ``false/no/0/off`` → False; anything else is an error (argparse-friendly)."""
+    word = text.strip().lower()
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean (true/false, yes/no, 1/0, on/off), got {text!r}")
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One ``--field-name`` flag per ``TrainConfig`` field (default None: keep the preset's value)."""
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool", bool):
+            parser.add_argument(flag, type=parse_bool, default=None, metavar="BOOL")
+        elif f.name == "scales":
+            parser.add_argument(flag, type=lambda s: tuple(float(x) for x in s.split(",")), default=None)
+        else:
+            kind = {"int": int, "float": float}.get(str(f.type), str)
+            parser.add_argument(flag, type=kind, default=None)
