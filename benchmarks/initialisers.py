@@ -275,7 +275,7 @@ def shape_model(ctx):
         return landmarks.ShapeModel.load(path)
     model = landmarks.ShapeModel.fit(np.stack([s.landmarks for s in ctx.train_samples()]))
     Path(ctx.runs_dir).mkdir(parents=True, exist_ok=True)
-    model.save(path)
+    formats.atomic_write_bytes(path, model.npz_bytes())
     return model
 
 

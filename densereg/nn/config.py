@@ -112,6 +112,8 @@ def config_differences(saved: dict, wanted: dict, fields=None) -> dict:
     Fields absent from ``saved`` (checkpoints older than the field) compare as the field's default.
     """
     defaults = TrainConfig().resolved()
+    if saved.get("template") is None:      # recorded before the field existed: the source's template
+        saved = {**saved, "template": SOURCE_TEMPLATES.get(saved.get("source", defaults["source"]))}
     if fields is None:
         fields = [k for k in defaults if k not in RUN_FIELDS]
     diff = {}

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import os
 import sys
@@ -30,31 +31,11 @@ import torch
 
 from densereg.data import datasets, formats, groundtruth
 from densereg.geometry import rasterize
+from densereg.data.fingerprint import fingerprint
+from densereg.geometry.shape_model import ShapeModel
+from densereg.nn.checkpoint import load_model, read_checkpoint, save_checkpoint, shape_model_state  # noqa: F401
 from densereg.nn.config import ARCH_FIELDS, config_differences, PRESETS, TrainConfig, add_config_flags, make_config  # noqa: F401
-from densereg.nn.deeplab import DeepLabV2
-from densereg.nn.model import DenseRegNet
-
-
-def _build_densereg(cfg: TrainConfig) -> DenseRegNet:
-    return DenseRegNet(backbone=cfg.backbone, output_stride=cfg.output_stride, K=cfg.K, variant=cfg.variant,
-                       depth=cfg.depth, width=cfg.width, pretrained=cfg.init_weights, freeze_bn=cfg.freeze_bn)
-
-
-def _build_deeplab(cfg: TrainConfig) -> DeepLabV2:
-    # K, variant and depth do not apply: the baseline predicts the 8 template parts directly.
-    return DeepLabV2(backbone=cfg.backbone, output_stride=cfg.output_stride, width=cfg.width,
-                     pretrained=cfg.init_weights, freeze_bn=cfg.freeze_bn)
-
-
-# What the loop can train: each network returns a dict of named losses from ``losses(outputs, batch)``.
-TASKS = {"densereg": _build_densereg, "deeplab": _build_deeplab}
-
-
-def build_model(cfg: TrainConfig) -> DenseRegNet | DeepLabV2:
-    """The network ``cfg.task`` names, built from ``cfg``'s architecture fields."""
-    if cfg.task not in TASKS:
-        raise KeyError(f"unknown task {cfg.task!r}; valid: {', '.join(TASKS)}")
-    return TASKS[cfg.task](cfg)
+from densereg.nn.tasks import TASKS, build_model  # noqa: F401
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -137,49 +118,34 @@ def training_samples(cfg: TrainConfig) -> list[datasets.Sample]:
 # ------------------------------------------------------------------------------------------------ checkpoints
 
 
-def save_checkpoint(path: Path, model, optimizer, step: int, cfg: TrainConfig) -> None:
-    """Atomic save of everything needed to resume (weights, optimizer, step, RNG, resolved config)."""
-    state = {"model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-             "torch_rng": torch.get_rng_state(), "config": cfg.resolved(), "format": "densereg-checkpoint-1"}
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+def _state(model, optimizer, step: int, cfg: TrainConfig, data_fingerprint: str, shape_model=None) -> dict:
+    """Everything needed to resume and to use the model (see ``densereg.nn.checkpoint``)."""
+    return {"model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+            "torch_rng": torch.get_rng_state(), "config": cfg.resolved(), "data_fingerprint": data_fingerprint,
+            "shape_model": None if shape_model is None else shape_model_state(shape_model)}
 
 
-def read_checkpoint(path: str | os.PathLike, expect: dict | None = None) -> dict:
-    """Load a checkpoint (``weights_only=True``), checking it is whole and matches ``expect``'s arch fields.
+def fit_shape_model(samples: list[datasets.Sample]) -> ShapeModel | None:
+    """The PCA shape model of the training landmarks (Sec. 4.3 refinement); None if some sample has none."""
+    shapes = [s.landmarks for s in samples]
+    if len(shapes) < 2 or any(s is None for s in shapes) or len({np.shape(s) for s in shapes}) != 1:
+        return None
+    return ShapeModel.fit(np.stack(shapes))
 
-    Raises:
-        ValueError: naming the file and what is wrong (truncated/corrupt, not ours, architecture mismatch).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
+
+def _resume_state(last: Path, cfg: TrainConfig, data_fingerprint: str) -> dict:
+    """The checkpoint to resume from, refused when it was trained with another config or other data."""
+    afresh = (f"to start afresh, rerun with --fresh (discards {last.parent}) or delete {last.parent}; "
+              "to keep it, train into another --out folder")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for damaged files
-        raise ValueError(f"{path}: unreadable checkpoint (truncated or corrupt?): {exc}") from exc
-    if not isinstance(state, dict) or state.get("format") != "densereg-checkpoint-1":
-        raise ValueError(f"{path}: not a densereg checkpoint")
-    if expect:
-        diff = config_differences(state["config"], expect, ARCH_FIELDS)
-        if diff:
-            desc = ", ".join(f"{k}: checkpoint {a!r} vs requested {b!r}" for k, (a, b) in diff.items())
-            raise ValueError(f"{path}: checkpoint made with another network ({desc})")
+        state = read_checkpoint(last, cfg.resolved())
+    except ValueError as exc:
+        raise ValueError(f"cannot resume: {exc}; {afresh}") from None
+    saved = state.get("data_fingerprint")
+    if saved and saved != data_fingerprint:
+        raise ValueError(f"cannot resume: {last}: checkpoint trained on other data (fingerprint {saved[:12]} vs "
+                         f"{data_fingerprint[:12]} now); {afresh}")
     return state
-
-
-def load_model(path: str | os.PathLike, expect: dict | None = None
-               ) -> tuple[DenseRegNet | DeepLabV2, TrainConfig]:
-    """A trained model (DenseReg or DeepLab-v2, as its config's ``task`` says) in eval mode and its config."""
-    state = read_checkpoint(path, expect)
-    cfg = TrainConfig.from_dict({**state["config"], "init_weights": None})
-    model = build_model(cfg)
-    try:
-        model.load_state_dict(state["model"], strict=True)
-    except RuntimeError as exc:
-        raise ValueError(f"{path}: weights do not fit the network its config describes: {exc}") from exc
-    return model.eval(), cfg
 
 
 def _unwrap(model):
@@ -197,13 +163,21 @@ def learning_rate(cfg: TrainConfig, step: int) -> float:
 
 
 def train(cfg: TrainConfig, out_dir: str | os.PathLike, progress: bool = True,
-          stop_after: int | None = None) -> Path:
+          stop_after: int | None = None, fresh: bool = False) -> Path:
     """Train (or resume) into ``out_dir``; returns the final checkpoint ``out_dir/last.pt``.
 
-    ``stop_after`` ends the run early after that many steps of this invocation (tests use it to simulate a
-    kill); a later call resumes.
+    A checkpoint already in ``out_dir`` is resumed only when it was made with the same training config and
+    data (else ``ValueError`` saying what differs); ``fresh`` discards it and starts again. ``stop_after`` ends
+    the run early after that many steps of this invocation (tests use it to simulate a kill); a later call
+    resumes. The last checkpoint also carries the PCA shape model of the training landmarks.
+
+    Raises:
+        ValueError: no training samples, samples without fittings, or a checkpoint that cannot be resumed.
     """
     out = Path(out_dir)
+    samples = training_samples(cfg)
+    data = TrainingBatches(samples, cfg)          # checks the samples before anything is written
+    data_fp = fingerprint(samples)
     out.mkdir(parents=True, exist_ok=True)
     distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
     rank, world = 0, 1
@@ -229,8 +203,11 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, progress: bool = True,
 
     last = out / "last.pt"
     start = 0
+    if fresh:
+        for stale in (last, out / "log.csv"):
+            stale.unlink(missing_ok=True)
     if last.exists():
-        state = read_checkpoint(last, cfg.resolved())
+        state = _resume_state(last, cfg, data_fp)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
@@ -244,7 +221,7 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, progress: bool = True,
     if distributed:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.index is not None else None)
 
-    data = TrainingBatches(training_samples(cfg), cfg, rank)
+    data.rank = rank
     steps = range(start, cfg.iterations if stop_after is None else min(cfg.iterations, start + stop_after))
     loader = torch.utils.data.DataLoader(
         torch.utils.data.Subset(data, list(steps)), batch_size=None, shuffle=False,
@@ -283,11 +260,13 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, progress: bool = True,
                 bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()} | {"img/s": f"{rate:.1f}"})
                 tick, seen = time.perf_counter(), 0
             if done % cfg.checkpoint_every == 0 or done == cfg.iterations:
-                save_checkpoint(last, model, optimizer, done, cfg)
+                final = done == cfg.iterations and cfg.task == "densereg"
+                save_checkpoint(last, _state(model, optimizer, done, cfg, data_fp,
+                                             fit_shape_model(samples) if final else None))
         bar.update()
     bar.close()
     if rank == 0 and (step + 1) % cfg.checkpoint_every and step + 1 != cfg.iterations:
-        save_checkpoint(last, model, optimizer, step + 1, cfg)   # stop_after: keep the progress
+        save_checkpoint(last, _state(model, optimizer, step + 1, cfg, data_fp))   # stop_after: keep the progress
     if distributed:
         torch.distributed.destroy_process_group()
     return last
@@ -306,12 +285,11 @@ class _Log:
                 self._rewrite(kept)
 
     def _rewrite(self, rows):
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, self.fields)
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, self.path)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, self.fields)
+        writer.writeheader()
+        writer.writerows(rows)
+        formats.atomic_write_bytes(self.path, text.getvalue().encode())
 
     def write(self, step: int, lr: float, terms: dict, rate: float) -> None:
         row = {"step": step, "lr": f"{lr:.6g}", **{k: f"{v:.6g}" for k, v in terms.items()},
@@ -327,20 +305,24 @@ class _Log:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
+    formats.atomic_write_bytes(path, json.dumps(data, indent=2, default=str).encode())
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m densereg.nn.train", description="Train DenseReg.")
     parser.add_argument("--preset", default="paper", choices=list(PRESETS))
     parser.add_argument("--out", type=Path, required=True, help="run folder (checkpoint, log, config)")
+    parser.add_argument("--fresh", action="store_true",
+                        help="discard a checkpoint already in --out and start again (default: resume it)")
     add_config_flags(parser)
     args = vars(parser.parse_args(argv))
-    preset, out = args.pop("preset"), args.pop("out")
+    preset, out, fresh = args.pop("preset"), args.pop("out"), args.pop("fresh")
     cfg = make_config(preset, **args)
-    path = train(cfg, out)
+    try:
+        path = train(cfg, out, fresh=fresh)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print(f"checkpoint: {path}")
     return 0
 
