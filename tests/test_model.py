@@ -5,9 +5,8 @@ import math
 import pytest
 import torch
 
-from densereg.nn.model import (BACKBONES, REG_WEIGHT_PLAIN, REG_WEIGHT_QUANTISED, VARIANTS, DenseRegNet,
-                            build_backbone, count_parameters, decode, densereg_losses,
-                            load_backbone_weights)
+from densereg.nn.backbone import BACKBONES, build_backbone, count_parameters, load_backbone_weights
+from densereg.nn.model import REG_WEIGHT_PLAIN, REG_WEIGHT_QUANTISED, VARIANTS, DenseRegNet, decode, densereg_losses
 
 
 def torchvision_layout(layers, bottleneck, num_classes=1000):
@@ -89,7 +88,7 @@ def test_output_stride(name, stride, side):
 
 
 def test_bad_names_list_valid_keys():
-    with pytest.raises(KeyError, match="resnet18, resnet34, resnet50, resnet101"):
+    with pytest.raises(KeyError, match="valid: resnet101, resnet18, resnet34, resnet50"):
         build_backbone("resnet19")
     with pytest.raises(KeyError, match="q\\+r"):
         DenseRegNet("resnet18", variant="qr", width=8)

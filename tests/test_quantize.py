@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from densereg.nn.quantize import bin_centre, dequantize, quantize, uv_to_class
+from densereg.nn.quantize import bin_centre, decode_bins, dequantize, quantize, residual_in_bins, uv_to_class
 
 
 @pytest.mark.parametrize("K", [1, 5, 10, 20, 60])
@@ -86,3 +86,36 @@ def test_uv_to_class_background_and_mask():
 def test_bad_k(K):
     with pytest.raises(ValueError, match="K"):
         quantize(np.array([0.5]), K)
+
+
+@pytest.mark.parametrize("K", [1, 5, 10, 20, 60])
+def test_bin_unit_residuals_round_trip_and_agree(K):
+    """The network's parametrisation (residual in bin units) decodes to the same u, in NumPy and torch."""
+    u = np.concatenate([np.random.default_rng(K).uniform(0, 1, 5000), np.arange(K + 1) / K])
+    q, r = quantize(u, K)
+    t = residual_in_bins(u, q, K)
+    assert t.min() >= -1e-12 and t.max() <= 1 + 1e-12
+    np.testing.assert_allclose(t, r * K, atol=1e-12)
+    np.testing.assert_allclose(decode_bins(q, t, K), u, rtol=0, atol=1e-15)
+    tt = residual_in_bins(torch.from_numpy(u), torch.from_numpy(q), K)
+    np.testing.assert_array_equal(tt.numpy(), t)
+    np.testing.assert_array_equal(decode_bins(torch.from_numpy(q), tt, K).numpy(), decode_bins(q, t, K))
+    np.testing.assert_array_equal(bin_centre(torch.from_numpy(q), K).double().numpy(),
+                                  bin_centre(q, K).astype(np.float32).astype(np.float64))
+
+
+def test_decode_uses_the_quantisation_module():
+    """The network decode of one-hot outputs is exactly eq. 3 from densereg.nn.quantize."""
+    from densereg.nn.model import decode
+
+    K = 5
+    u = torch.tensor([[[0.0, 0.33, 0.999]]])
+    q, _ = quantize(u, K)
+    t = residual_in_bins(u, q, K)
+    logits = torch.full((1, K + 1, 1, 3), -20.0)
+    logits.scatter_(1, (q + 1).unsqueeze(1), 20.0)
+    res = torch.zeros(1, K, 1, 3)
+    res.scatter_(1, q.unsqueeze(1), t.unsqueeze(1))
+    out = decode({"logits_u": logits, "logits_v": logits, "res_u": res, "res_v": res}, K)
+    torch.testing.assert_close(out["u"], decode_bins(q, t, K).float())
+    torch.testing.assert_close(out["u_q"], bin_centre(q, K).float())

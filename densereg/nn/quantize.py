@@ -87,6 +87,32 @@ def dequantize(q, r, K: int):
     return np.where(q >= 0, u, np.nan).astype(dtype)
 
 
+def residual_in_bins(u, q, K: int):
+    """The residual of ``u`` in bin ``q`` in **bin units**, ``t = u·K − q`` (eq. 2 scaled by ``1/d``).
+
+    The network regresses this (see ``densereg.nn.model``): ``t`` lies in [0, 1] whatever ``K``, so one
+    regression weight means the same for every K. Computed as ``u·K − q`` rather than ``r/d`` for precision.
+    """
+    _check_k(K)
+    if isinstance(u, torch.Tensor):
+        q = torch.as_tensor(q, device=u.device)
+        return u * K - q.to(u.dtype)
+    u = np.asarray(u)
+    dtype = u.dtype if np.issubdtype(u.dtype, np.floating) else np.float64
+    return (u.astype(dtype) * K - np.asarray(q).astype(dtype)).astype(dtype)
+
+
+def decode_bins(q, t, K: int):
+    """Eq. 3 with the residual in bin units: ``u = (q + t)/K`` (``t`` as :func:`residual_in_bins` gives)."""
+    _check_k(K)
+    if isinstance(t, torch.Tensor):
+        q = torch.as_tensor(q, device=t.device)
+        return (q.to(t.dtype) + t) / K
+    t = np.asarray(t)
+    dtype = t.dtype if np.issubdtype(t.dtype, np.floating) else np.float64
+    return ((np.asarray(q).astype(dtype) + t) / K).astype(dtype)
+
+
 def bin_centre(q, K: int):
     """The centre ``(q + 1/2)/K`` of each bin: the decode of a classification-only ("q") model.
 
