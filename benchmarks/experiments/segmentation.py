@@ -46,6 +46,7 @@ from benchmarks import metrics, records as provenance
 from densereg.data import datasets, formats, groundtruth
 from densereg.nn import train
 from densereg.geometry.template import PARTS
+from densereg.readout.parts import PART_COLOURS, colourise, transfer_parts  # noqa: F401 (moved to the library)
 
 
 @dataclass(frozen=True)
@@ -66,11 +67,6 @@ COLUMNS = ("method", "part", "iou", "source", "preset", "seed", "commit", "torch
 KEY = ("method", "part", "source", "preset")
 FIGURE_IMAGES = 4
 
-# Display colours of the parts (RGB), indexed like ``PARTS``; "other" is black so the parts stand out.
-PART_COLOURS = np.array([(0, 0, 0), (230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66),
-                         (0, 114, 178), (213, 94, 0), (204, 121, 167)], dtype=np.uint8)
-
-
 def get_method(key: str) -> Method:
     """``METHODS[key]``, naming the valid keys when ``key`` is unknown."""
     if key not in METHODS:
@@ -80,25 +76,6 @@ def get_method(key: str) -> Method:
 
 # ----------------------------------------------------------------------------------------------------------------
 # Label transfer and ground truth
-
-
-def transfer_parts(template, u: np.ndarray, v: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Part labels of an image from a UV field: the template's label at ``(u, v)`` on ``mask``, 0 elsewhere.
-
-    This is DenseReg's segmentation (paper Sec. 2 and 4.2) and, applied to the GT UV field, the ground truth.
-
-    Args:
-        template: anything with ``part_at(u, v)`` (a ``template.Template``).
-        u, v: ``H×W`` UV maps (NaN where undefined).
-        mask: ``H×W`` bool foreground; pixels outside it are "other" (class 0).
-
-    Returns:
-        ``H×W`` uint8 class ids into ``template.PARTS``.
-    """
-    mask = np.asarray(mask, bool) & np.isfinite(u) & np.isfinite(v)
-    labels = np.zeros(mask.shape, np.uint8)
-    labels[mask] = template.part_at(u[mask], v[mask])
-    return labels
 
 
 def gt_parts(sample: datasets.Sample, template, image_shape: tuple[int, int]) -> np.ndarray:
@@ -274,11 +251,6 @@ def table_text(rows: list[dict], paper_csv: Path) -> str:
 
 # ----------------------------------------------------------------------------------------------------------------
 # Fig. 6
-
-
-def colourise(labels: np.ndarray) -> np.ndarray:
-    """``H×W×3`` uint8 display of a part-label image (``PART_COLOURS``)."""
-    return PART_COLOURS[np.asarray(labels, np.intp)]
 
 
 def figure_indices(n_samples: int, count: int = FIGURE_IMAGES) -> tuple[int, ...]:
