@@ -64,7 +64,7 @@ def test_predict_any_size(tiny_synth, tmp_path):
     model, cfg = train.load_model(path)
     images = [np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8) for h, w in
               [(37, 53), (64, 64), (37, 53), (81, 40)]]
-    maps = infer.predict(model, images, batch_size=3)
+    maps = infer.predict(model, images, image_scale=cfg.image_scale, batch_size=3)
     for img, m in zip(images, maps):
         assert m.u.shape == img.shape[:2] and m.fg_prob.shape == img.shape[:2]
         assert np.isnan(m.u[~m.mask]).all()

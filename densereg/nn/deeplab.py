@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from densereg.nn.inputs import prepare_image
 from densereg.nn.model import TrunkNet, _masked_mean, _resize
 from densereg.geometry.template import PARTS
 
@@ -42,11 +43,11 @@ class DeepLabV2(TrunkNet):
     """Dilated ResNet trunk + DeepLab-v2 ASPP head (four summed 3×3 atrous branches → class scores).
 
     Args:
-        backbone: a key of ``model.BACKBONES`` (the paper: ``resnet101``, as for DenseReg).
+        backbone: a key of ``densereg.nn.backbone.BACKBONES`` (the paper: ``resnet101``, as for DenseReg).
         output_stride: 8 (DeepLab-v2 and the paper), 16 or 32; the ASPP rates follow (``aspp_rates``).
         width: trunk base width (64 = torchvision-compatible shapes).
         n_classes: output classes; 8 = ``template.PARTS`` (class 0 "other" includes background).
-        pretrained: optional path to torchvision-named trunk weights (see ``model.load_backbone_weights``).
+        pretrained: optional path to torchvision-named trunk weights (see ``densereg.nn.backbone.load_backbone_weights``).
         freeze_bn: keep the trunk's BatchNorms in inference mode with frozen affine parameters, as DeepLab-v2
             trains (``use_global_stats``); only sensible with pretrained weights.
     """
@@ -117,15 +118,13 @@ def predict_parts(model: DeepLabV2, images, batch_size: int = 8, image_scale: fl
                   device=None) -> list[np.ndarray]:
     """Part labels for a list of ``H×W×3`` uint8 RGB images (any sizes), at each image's resolution.
 
-    The same pre-processing as ``infer.predict`` for DenseReg, so the two methods of Table 1 see identical
+    The same pre-processing as ``densereg.readout.forward.predict`` for DenseReg, so the two methods of Table 1 see identical
     inputs: resize by ``image_scale`` (the training config's), pad to a multiple of the output stride, decode
     at the padded size, crop, and resize the labels back with nearest-neighbour interpolation.
 
     Returns:
         One ``H×W`` uint8 label image per input image (a single array when given a single image).
     """
-    from densereg.readout.forward import prepare_image
-
     single = isinstance(images, np.ndarray) and images.ndim == 3
     images = [images] if single else list(images)
     model.eval()

@@ -1,18 +1,23 @@
-"""Inference: images → per-pixel UV fields (``UVMap``), and Fig. 8-style panels.
+"""The batched forward pass: images of any kind and size → per-pixel UV fields (``UVMap``).
 
-    python -m densereg.readout.forward IMAGE... --checkpoint runs/synthetic/densereg-cpu/last.pt --out DIR
     python -m densereg.readout.forward --bench [--size 300] [--batch 1] [--bf16] [--csv results/speed.csv]
 
-Any image size works: each image is padded to a multiple of the network's output stride (so trunk features
-stay aligned with pixels), run in batches under ``torch.inference_mode``, decoded at the padded size and
-cropped back. ``image_scale`` (from the training config unless given) resizes inputs first, as in training.
+Any image size works: each image is resized by the model's training ``image_scale`` (read from its config by
+the caller, never defaulted here), padded to a multiple of the network's output stride (so trunk features
+stay aligned with pixels), run in batches under ``torch.inference_mode``, decoded at the padded size, cropped
+and resized back to the image's own size. :func:`as_rgb` turns every accepted input kind (path, grey, RGBA,
+menpo ``Image``, torch tensor) into the ``H×W×3`` uint8 RGB the network takes, with an error that names the
+input when it cannot.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +26,7 @@ import numpy as np
 import torch
 
 from densereg.data import formats
+from densereg.nn.inputs import prepare_image
 
 
 @dataclass
@@ -43,38 +49,86 @@ class UVMap:
     depth: np.ndarray | None = None
 
 
-def _pad_to(image: np.ndarray, multiple: int) -> np.ndarray:
-    h, w = image.shape[:2]
-    ph, pw = -h % multiple, -w % multiple
-    if ph == 0 and pw == 0:
-        return image
-    return cv2.copyMakeBorder(image, 0, ph, 0, pw, cv2.BORDER_REFLECT_101 if min(h, w) > 1 else cv2.BORDER_CONSTANT)
+# ------------------------------------------------------------------------------------------------ inputs
 
 
-def prepare_image(img: np.ndarray, stride: int, image_scale: float = 1.0) -> tuple[tuple[int, int], np.ndarray]:
-    """Check, rescale by ``image_scale`` and pad an image to a multiple of ``stride``.
+def _describe(image) -> str:
+    shape = getattr(image, "shape", None)
+    dtype = getattr(image, "dtype", None)
+    return f"{type(image).__name__}" + (f" {dtype} {tuple(shape)}" if shape is not None else "")
 
-    Returns:
-        ``((h, w), padded)``: the size after rescaling (the valid part of the padded image) and the image.
+
+def _from_array(a: np.ndarray, what: str, channels_first: bool) -> np.ndarray:
+    """H×W, H×W×C or (channels_first) C×H×W pixels → H×W×3 uint8; float values must lie in [0, 1]."""
+    if a.ndim == 3 and channels_first:
+        a = np.moveaxis(a, 0, -1)
+    if a.ndim == 2:
+        a = a[:, :, None]
+    if a.ndim != 3 or a.shape[2] not in (1, 3, 4) or a.shape[0] == 0 or a.shape[1] == 0:
+        raise ValueError(f"{what}: expected H×W (grey), H×W×3 (RGB) or H×W×4 (RGBA) pixels, got shape {a.shape}")
+    if a.dtype == np.uint8:
+        pass
+    elif np.issubdtype(a.dtype, np.floating):
+        if not np.isfinite(a).all() or a.min() < 0 or a.max() > 1:
+            raise ValueError(f"{what}: float pixels must be finite and in [0, 1] "
+                             f"(got range {np.nanmin(a):.3g}..{np.nanmax(a):.3g}); pass uint8 for 0..255")
+        a = np.round(a * 255).astype(np.uint8)
+    else:
+        raise ValueError(f"{what}: pixels must be uint8 (0..255) or float in [0, 1], got {a.dtype}")
+    if a.shape[2] == 1:
+        a = np.repeat(a, 3, axis=2)
+    return np.ascontiguousarray(a[:, :, :3])     # RGBA: the alpha is dropped
+
+
+def as_rgb(image, what: str = "image") -> np.ndarray:
+    """One input of any accepted kind as ``H×W×3`` uint8 RGB.
+
+    Accepted: a path (``str`` / ``os.PathLike``, read by ``densereg.data.formats.read_image``); a NumPy array
+    ``H×W`` (grey), ``H×W×3`` (RGB) or ``H×W×4`` (RGBA, alpha dropped), uint8 or float in [0, 1]; a menpo
+    ``Image`` (anything with ``.pixels``, channels-first float in [0, 1]; menpo is not imported); a torch
+    tensor ``C×H×W`` or ``H×W×C`` (channels-first when the first axis has 1, 3 or 4 entries and the last does
+    not; a 3-D tensor ambiguous that way is read channels-first, torch's convention).
+
+    Raises:
+        ValueError: the input is of an unsupported kind or shape; the message starts with ``what``.
+        densereg.data.formats.DatasetError: a path that cannot be read or decoded (names the file).
     """
-    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
-        raise ValueError(f"expected H×W×3 uint8 RGB, got {img.dtype} {img.shape}")
-    if image_scale != 1.0:
-        h, w = img.shape[:2]
-        img = cv2.resize(img, (max(1, round(w * image_scale)), max(1, round(h * image_scale))),
-                         interpolation=cv2.INTER_AREA if image_scale < 1 else cv2.INTER_LINEAR)
-    return img.shape[:2], _pad_to(img, stride)
+    if isinstance(image, (str, os.PathLike)):
+        return formats.read_image(image)
+    if isinstance(image, torch.Tensor):
+        a = image.detach().cpu().numpy()
+        chw = a.ndim == 3 and a.shape[0] in (1, 3, 4) and (a.shape[2] not in (1, 3, 4) or a.shape[0] <= a.shape[2])
+        return _from_array(a, f"{what} (torch tensor {tuple(a.shape)})", channels_first=chw)
+    if isinstance(image, np.ndarray):
+        return _from_array(image, f"{what} ({_describe(image)})", channels_first=False)
+    pixels = getattr(image, "pixels", None)
+    if isinstance(pixels, np.ndarray):              # a menpo Image: channels first, float in [0, 1]
+        return _from_array(pixels, f"{what} ({type(image).__name__} with pixels {pixels.shape})",
+                           channels_first=pixels.ndim == 3)
+    raise ValueError(f"{what}: unsupported input {_describe(image)}; expected a path, an H×W(×3|×4) array, "
+                     "a menpo Image or a torch tensor")
 
 
-def predict(model, images, batch_size: int = 8, image_scale: float = 1.0, device=None) -> list[UVMap]:
-    """Dense UV estimates for a list of ``H×W×3`` uint8 RGB images (any sizes).
+def as_batch(images) -> tuple[list[np.ndarray], bool]:
+    """``(list of H×W×3 uint8 images, single)``: a list/tuple is a batch, anything else a single input."""
+    if isinstance(images, (list, tuple)):
+        return [as_rgb(img, f"input {i}") for i, img in enumerate(images)], False
+    return [as_rgb(images, "input")], True
+
+
+# ------------------------------------------------------------------------------------------------ forward
+
+
+def predict(model, images, image_scale: float, batch_size: int = 8, device=None):
+    """Dense UV estimates for ``H×W×3`` uint8 RGB images of any sizes.
 
     Args:
         model: a ``DenseRegNet`` (put in eval mode here).
-        images: a list of images or a single image.
+        images: a list of images, or a single ``H×W×3`` array (then a single ``UVMap`` is returned).
+        image_scale: resize factor applied before the network; it must be the model's training config's
+            ``image_scale`` (``DenseReg`` passes it; there is deliberately no default). Outputs are resized
+            back to each image's own size.
         batch_size: images per forward pass (images of equal padded size are batched together).
-        image_scale: resize factor applied before the network (use the training config's ``image_scale``);
-            outputs are resized back to each image's own size.
         device: torch device; default the model's.
     """
     single = isinstance(images, np.ndarray) and images.ndim == 3
@@ -117,8 +171,11 @@ def _to_uvmap(fields: dict, size: tuple[int, int]) -> UVMap:
                  depth=get("depth") if "depth" in fields else None)
 
 
-def uv_to_rgb(u: np.ndarray, v: np.ndarray | None = None) -> np.ndarray:
-    """Colour-code a UV channel (or two) for display: jet colormap, black background."""
+# ------------------------------------------------------------------------------------------------ display
+
+
+def uv_to_rgb(u: np.ndarray) -> np.ndarray:
+    """Colour-code one UV channel for display: jet colormap, black background."""
     import matplotlib
 
     cmap = matplotlib.colormaps["jet"]
@@ -135,6 +192,9 @@ def panel(image: np.ndarray, est: UVMap, gt=None) -> np.ndarray:
     return np.concatenate(tiles, axis=1)
 
 
+# ------------------------------------------------------------------------------------------------ speed
+
+
 BENCH_MODELS = {  # name -> DenseRegNet arguments; "cpu" is the cpu training preset's network
     "cpu (resnet18 w32 OS8)": dict(backbone="resnet18", width=32, output_stride=8),
     "resnet18 OS8": dict(backbone="resnet18", output_stride=8),
@@ -148,8 +208,6 @@ def benchmark(size: int = 300, batch: int = 1, repeats: int = 5, bf16: bool = Fa
 
     Times forward + decode at input resolution (what ``predict`` does), after one warm-up batch.
     """
-    import time
-
     import platform
 
     from densereg.nn.model import DenseRegNet
@@ -179,55 +237,32 @@ def benchmark(size: int = 300, batch: int = 1, repeats: int = 5, bf16: bool = Fa
     return rows
 
 
+def append_rows(path: Path, rows: list[dict]) -> None:
+    """Add ``rows`` (stamped with the date) to the CSV ``path``, rewritten atomically."""
+    old = list(csv.DictReader(path.open())) if path.exists() else []
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, list(rows[0]) + ["date"], extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(old + [{**row, "date": stamp} for row in rows])
+    formats.atomic_write_bytes(path, text.getvalue().encode())
+
+
 def main(argv: list[str] | None = None) -> int:
-    if argv is None:
-        argv = sys.argv[1:]
-    if argv and argv[0] == "--bench":
-        bench = argparse.ArgumentParser(prog="python -m densereg.readout.forward --bench")
-        bench.add_argument("--bench", action="store_true")
-        bench.add_argument("--size", type=int, default=300)
-        bench.add_argument("--batch", type=int, default=1)
-        bench.add_argument("--bf16", action="store_true")
-        bench.add_argument("--csv", type=Path, default=None, help="append the rows to this CSV")
-        a = bench.parse_args(argv)
-        rows = benchmark(a.size, a.batch, bf16=a.bf16)
-        if a.csv:
-            import csv
-            import time
-
-            old = list(csv.DictReader(a.csv.open())) if a.csv.exists() else []
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-            tmp = a.csv.with_name(a.csv.name + ".tmp")
-            with tmp.open("w", newline="") as f:   # rewrite + rename: never a half-written CSV
-                writer = csv.DictWriter(f, list(rows[0]) + ["date"], extrasaction="ignore")
-                writer.writeheader()
-                writer.writerows(old + [{**row, "date": stamp} for row in rows])
-            os.replace(tmp, a.csv)
-        return 0
-    parser = argparse.ArgumentParser(prog="python -m densereg.readout.forward", description="Dense UV estimates.")
-    parser.add_argument("images", nargs="+", type=Path)
-    parser.add_argument("--checkpoint", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--image-scale", type=float, default=None, help="default: the training config's")
-    args = parser.parse_args(argv)
-    from densereg.data import groundtruth
-    from densereg.nn.train import load_model
-
-    model, cfg = load_model(args.checkpoint)
-    scale = args.image_scale if args.image_scale is not None else cfg.image_scale
-    args.out.mkdir(parents=True, exist_ok=True)
-    for path in args.images:
-        image = formats.read_image(path)
-        est = predict(model, image, image_scale=scale)
-        gt = None
-        fitting = path.with_suffix(".mat")
-        if fitting.is_file():   # the synthetic benchmark and 300W-LP keep the fitting beside the image
-            gt = groundtruth.render_fitting(formats.read_fitting(fitting), *image.shape[:2])
-        out = args.out / f"{path.stem}_densereg.png"
-        formats.write_image(out, panel(image, est, gt))
-        print(out)
+    parser = argparse.ArgumentParser(prog="python -m densereg.readout.forward",
+                                     description="Network inference speed (forward + decode).")
+    parser.add_argument("--bench", action="store_true", required=True)
+    parser.add_argument("--size", type=int, default=300)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--csv", type=Path, default=None, help="append the rows to this CSV")
+    a = parser.parse_args(argv)
+    rows = benchmark(a.size, a.batch, bf16=a.bf16)
+    if a.csv:
+        append_rows(a.csv, rows)
     return 0
 
 
 if __name__ == "__main__":
     sys.exit(main())
+
