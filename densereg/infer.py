@@ -1,0 +1,110 @@
+"""Run a trained DenseReg on images and write everything it reads out.
+
+    python -m densereg.infer IMAGES... --checkpoint runs/synthetic/densereg-cpu/last.pt --out DIR [--device auto]
+    python -m densereg.infer --bench [--size 300] [--batch 1] [--bf16] [--csv results/speed.csv]
+
+Per image ``<stem>`` (files written atomically into ``DIR``):
+
+* ``<stem>.npz``: ``u``, ``v`` (float32, NaN on background), ``mask`` (bool), ``fg_prob``, ``parts`` (uint8
+  template part ids) and ``depth`` when the model has a depth head;
+* ``<stem>_<k>.pts``: the 68 (template-sized) landmarks of face ``k`` = 1, 2, ... (best score first), 1-based
+  ``.pts`` as in 300-W; no file when no face is found;
+* ``<stem>_parts.png``: the part labels in colour (``densereg.readout.parts.PART_COLOURS``);
+* ``<stem>_overlay.png``: the image with the parts, the face boxes and the landmarks drawn on it.
+
+An image that cannot be read or processed gets one line on stderr naming it; the others are still processed
+and the exit status is 1 at the end. ``--bench`` times the networks instead (``densereg.readout.forward``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from densereg.data import formats
+from densereg.readout import forward
+from densereg.readout.faces import find_faces
+from densereg.readout.parts import colourise, transfer_parts
+from densereg.readout.predictor import DenseReg
+
+
+def overlay(image: np.ndarray, parts: np.ndarray, faces) -> np.ndarray:
+    """The image with the part labels blended in (50 %), each face's box and its landmarks drawn."""
+    out = image.copy()
+    fg = parts > 0
+    out[fg] = (0.5 * out[fg] + 0.5 * colourise(parts)[fg]).astype(np.uint8)
+    radius = max(1, round(min(image.shape[:2]) / 200))
+    for face in faces:
+        x0, y0, x1, y1 = (int(round(t)) for t in face.box)
+        cv2.rectangle(out, (x0, y0), (x1, y1), (0, 255, 0), max(1, radius // 2))
+        for x, y in face.landmarks:
+            cv2.circle(out, (int(round(x)), int(round(y))), radius, (255, 0, 0), -1)
+    return out
+
+
+def process(model: DenseReg, path: Path, out: Path) -> list[Path]:
+    """Read out one image file into ``out``; returns the files written."""
+    image = formats.read_image(path)
+    uvmap = model.uv(image)
+    faces = find_faces(uvmap, model.template, model.shape_model)
+    parts = transfer_parts(model.template, uvmap.u, uvmap.v, uvmap.mask)
+    arrays = {"u": uvmap.u, "v": uvmap.v, "mask": uvmap.mask, "fg_prob": uvmap.fg_prob, "parts": parts}
+    if uvmap.depth is not None:
+        arrays["depth"] = uvmap.depth
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    stem = path.stem
+    written = [out / f"{stem}.npz"]
+    formats.atomic_write_bytes(written[0], buffer.getvalue())
+    for k, face in enumerate(faces, start=1):
+        written.append(out / f"{stem}_{k}.pts")
+        formats.write_pts(written[-1], face.landmarks)
+    written.append(out / f"{stem}_parts.png")
+    formats.write_image(written[-1], colourise(parts))
+    written.append(out / f"{stem}_overlay.png")
+    formats.write_image(written[-1], overlay(image, parts, faces))
+    return written
+
+
+def _one_line(path: Path, exc: Exception) -> str:
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    return message if str(path) in message else f"{path}: {message}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--bench" in argv:
+        return forward.main(argv)
+    parser = argparse.ArgumentParser(prog="python -m densereg.infer", description=__doc__.split("\n\n")[0])
+    parser.add_argument("images", nargs="+", type=Path)
+    parser.add_argument("--checkpoint", type=Path, required=True, help="a DenseReg checkpoint (last.pt)")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the outputs (created)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
+    args = parser.parse_args(argv)
+    try:
+        model = DenseReg.load(args.checkpoint, device=args.device)
+    except (OSError, ValueError, RuntimeError) as exc:
+        print(f"error: {_one_line(args.checkpoint, exc)}", file=sys.stderr)
+        return 2
+    failed = 0
+    for path in args.images:
+        try:
+            written = process(model, path, args.out)
+        except Exception as exc:  # noqa: BLE001 - one bad image must not stop the others
+            failed += 1
+            print(f"error: {_one_line(path, exc)}", file=sys.stderr)
+            continue
+        faces = sum(p.suffix == ".pts" for p in written)
+        print(f"{path}: {faces} face{'s' if faces != 1 else ''} -> {args.out / path.stem}.npz")
+    if failed:
+        print(f"{failed} of {len(args.images)} images failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
