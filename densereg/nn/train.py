@@ -9,6 +9,11 @@ set is anything with fittings: 300W-LP on real data, the synthetic benchmark's `
 The same loop, data, schedule and presets train the DeepLab-v2 segmentation baseline of Table 1
 (``--task deeplab``), whose targets are the template's part labels carried through the same GT UV field.
 
+Resuming: re-running the same command into the same ``--out`` resumes from ``last.pt``; a run whose config
+(any training field: seed, learning rate, iterations, ...) or training data (``densereg.data.fingerprint``)
+differs from the checkpoint's is refused with the differences listed (``--fresh`` discards the old run). The
+final checkpoint also holds the PCA shape model of the training landmarks (``densereg.nn.checkpoint``).
+
 Determinism: every random choice of step ``t`` (which images, scale, crop) comes from
 ``np.random.default_rng([seed, t, rank, slot])``. Killing the process and re-running the same command resumes
 from the last checkpoint and ends with the same weights as an uninterrupted run (on CPU).

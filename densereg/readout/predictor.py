@@ -141,7 +141,8 @@ class DenseReg:
         else:
             boxes = [box] if single else list(box)
             if len(boxes) != len(per_image):
-                raise ValueError(f"{len(boxes)} boxes for {len(per_image)} images")
+                raise ValueError(f"a list of {len(per_image)} images needs a list of {len(per_image)} boxes "
+                                 f"(one per image, None allowed), got {len(boxes)}")
             out = [_pick(faces, b) for faces, b in zip(per_image, boxes)]
         return out[0] if single else out
 
