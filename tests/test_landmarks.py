@@ -10,7 +10,7 @@ import pytest
 from densereg.data import datasets, formats, groundtruth
 from densereg.geometry import rasterize
 from densereg.readout import landmarks as L
-from densereg.geometry.template import builtin_face
+from densereg.geometry.templates import builtin_face
 
 SIZE = 256
 

@@ -8,7 +8,8 @@ from benchmarks import metrics, records as provenance
 from benchmarks.experiments import segmentation
 from densereg.nn import deeplab, train
 from densereg.geometry import rasterize
-from densereg.geometry.template import PARTS, builtin_face
+from densereg.geometry.template import PARTS
+from densereg.geometry.templates import builtin_face
 
 
 @pytest.fixture(scope="module")

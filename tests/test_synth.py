@@ -5,7 +5,7 @@ import pytest
 
 from densereg.data import datasets, formats, groundtruth, synth
 from densereg.geometry import rasterize
-from densereg.geometry.template import builtin_face
+from densereg.geometry.templates import builtin_face
 
 
 def test_render_scene_is_deterministic():

@@ -39,7 +39,7 @@ import numpy as np
 from densereg.data import appearance, datasets, formats
 from densereg.geometry import rasterize
 from densereg.data.workers import fork_pool
-from densereg.geometry.template import builtin_face
+from densereg.geometry.templates import builtin_face
 
 IMAGE_SIZE = 256          # synthetic images are square; faces span roughly 35-65% of the width
 DEFAULT_COUNTS = {"train": 3148, "test": 600, "helen": 330}   # the paper's 300W split; Helen's 330 test images

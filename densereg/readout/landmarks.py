@@ -627,7 +627,7 @@ def landmarks_from_uv(uvmap, template, region=None, shape_model: ShapeModel | No
 def bench_faces(n: int, size: int, seed: int = 0, yaw_deg: float = 30.0):
     """``n`` exact GT UV fields of random built-in faces (yaw within ±``yaw_deg``) and their landmarks."""
     from densereg.geometry import rasterize
-    from densereg.geometry.template import builtin_face
+    from densereg.geometry.templates import builtin_face
 
     t = builtin_face()
     rng = np.random.default_rng(seed)
