@@ -180,13 +180,59 @@ def generate(out: Path, seed: int = 0, counts: dict[str, int] | None = None, wor
              progress: bool = True) -> dict:
     """Write a complete synthetic benchmark to ``out`` atomically (built in a temp folder, then renamed).
 
+    The temp folder ``<out>.tmp-<pid>`` is removed on any error or interrupt, and such folders left by runs
+    that were killed outright (their process is gone) are removed on the next run. An existing ``out`` is
+    replaced only when it is a benchmark this generator wrote (it has ``synth.json``) or empty.
+
     Returns the manifest (also written to ``out/synth.json``).
+
+    Raises:
+        FileExistsError: ``out`` holds other files.
     """
     counts = {**DEFAULT_COUNTS, **(counts or {})}
     out = Path(out)
+    if out.exists() and not (out / "synth.json").is_file() and any(out.iterdir()):
+        raise FileExistsError(f"{out}: not empty and not a synthetic benchmark (no synth.json); refusing to "
+                              "replace a folder this generator did not create: choose another --out")
+    _remove_stale_builds(out)
     tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    try:
+        manifest = _build(tmp, seed, counts, workers, progress)
+    except BaseException:          # an error or Ctrl-C: never leave a half-built folder behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return manifest
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:        # exists, owned by someone else
+        return True
+    return True
+
+
+def _remove_stale_builds(out: Path) -> None:
+    """Delete ``<out>.tmp-<pid>`` folders whose process is gone (a build killed too hard to clean up)."""
+    prefix = out.name + ".tmp-"
+    if not out.parent.is_dir():
+        return
+    for path in out.parent.iterdir():
+        pid = path.name[len(prefix):]
+        if path.name.startswith(prefix) and pid.isdigit() and path.is_dir() and not _pid_alive(int(pid)):
+            print(f"[synth] removing {path}, left by an interrupted run (process {pid} is gone)", file=sys.stderr)
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _build(tmp: Path, seed: int, counts: dict[str, int], workers: int | None, progress: bool) -> dict:
+    """Render every image of ``counts`` into ``tmp`` and write its manifest; returns the manifest."""
     plan = [(str(tmp), seed, split, i) for split, i in _split_plan(counts)]
     workers = workers or min(os.cpu_count() or 1, 4)
     start = time.perf_counter()
@@ -208,9 +254,6 @@ def generate(out: Path, seed: int = 0, counts: dict[str, int] | None = None, wor
                 "images_per_second": round(len(plan) / max(seconds, 1e-9), 2),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     (tmp / "synth.json").write_text(json.dumps(manifest, indent=2))
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
     return manifest
 
 
