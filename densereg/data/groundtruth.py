@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from densereg.data import datasets, formats
-from densereg.geometry import rasterize
+from densereg.geometry import camera, rasterize
 from densereg.geometry.templates import template_for
 
 
@@ -20,7 +20,7 @@ def posed_vertices(fitting: formats.Fitting, template, height: int) -> np.ndarra
     """Image-space vertices (col, row, depth; larger depth = closer) of a fitting, 3DDFA convention."""
     # Templates are stored in units of the outer-eye distance; poses are in the model's native units.
     verts = template.instance(fitting.shape_para, fitting.exp_para) / template.scale
-    return rasterize.project_3ddfa(verts, fitting.pose_para, height)
+    return camera.project_3ddfa(verts, fitting.pose_para, height)
 
 
 def render_fitting(fitting: formats.Fitting, height: int, width: int, template=None) -> rasterize.DenseGT:

@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 
 from densereg.data import appearance, datasets, formats
-from densereg.geometry import rasterize
+from densereg.geometry import camera, rasterize
 from densereg.data.workers import fork_pool
 from densereg.geometry.templates import builtin_face
 
@@ -86,7 +86,7 @@ def _sample_face(template, rng: np.random.Generator, size: int, scale_range: tup
     # 3DDFA (1-based MATLAB): col = V_x - 1, row = H - V_y with V = f R S + t; centre the origin at (cx, cy).
     pose = np.array([pitch, yaw, roll, cx + 1, size - cy, 0.0, f], np.float64)
     verts = template.instance(shape, exp)
-    return shape, exp, pose, rasterize.project_3ddfa(verts, pose, size)
+    return shape, exp, pose, camera.project_3ddfa(verts, pose, size)
 
 
 def _draw_face(template, albedo: np.ndarray, verts_img: np.ndarray, canvas: np.ndarray,
