@@ -14,6 +14,7 @@ from densereg.data import check, readers
 from densereg.data import datasets as ds
 from densereg.data import formats
 from densereg.data.formats import DatasetError
+from densereg.geometry import mirror
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -163,7 +164,7 @@ def test_read_300w_lp(tree):
     profile = next(s for s in everything if s.name == "AFW/AFW_134212_1_1")
     assert profile.landmarks is None and profile.box.shape == (4,)  # pt2d is k=0's, not this image's
     flipped = next(s for s in everything if s.name == "AFW_Flip/AFW_134212_1_0")
-    np.testing.assert_allclose(flipped.landmarks, formats.mirror_landmarks(_face(0), 40), atol=1e-9)
+    np.testing.assert_allclose(flipped.landmarks, mirror.mirror_landmarks(_face(0), 40), atol=1e-9)
     assert flipped.landmarks[36, 0] < flipped.landmarks[45, 0]
     assert len(readers.read_300w_lp(tree, "all")) == 7  # no flips, no k >= 1 by default
     with pytest.raises(KeyError, match="all, train"):

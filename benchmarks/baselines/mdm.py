@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from densereg.data import datasets, formats
+from densereg.geometry import mirror
 from densereg.registry import lookup
 
 N_POINTS = 68
@@ -418,7 +419,7 @@ def augmented_sample(crop, gt, mean, config, rng):
     corner_noise = np.clip(rng.standard_normal(4), -3, 3) * config.box_noise
     size = crop.shape[0]
     if flip:
-        crop, gt = crop[:, ::-1], formats.mirror_landmarks(gt, size)
+        crop, gt = crop[:, ::-1], mirror.mirror_landmarks(gt, size)
     c = (size - 1) / 2.0
     cos, sin = math.cos(theta), math.sin(theta)
     rotation = np.array([[cos, -sin, c - cos * c + sin * c], [sin, cos, c - sin * c - cos * c]])
@@ -645,9 +646,9 @@ class MDMFitter:
         result[valid] = self._fit(images, shapes, valid)
         if self.mirror:
             flipped = [np.ascontiguousarray(im[:, ::-1]) for im in images]
-            mirrored = np.stack([formats.mirror_landmarks(s, im.shape[1]) for s, im in zip(shapes, images)])
+            mirrored = np.stack([mirror.mirror_landmarks(s, im.shape[1]) for s, im in zip(shapes, images)])
             back = self._fit(flipped, mirrored, valid)
-            back = np.stack([formats.mirror_landmarks(b, images[i].shape[1]) for b, i in zip(back, valid)])
+            back = np.stack([mirror.mirror_landmarks(b, images[i].shape[1]) for b, i in zip(back, valid)])
             result[valid] = (result[valid] + back) / 2
         return result
 

@@ -24,6 +24,7 @@ import scipy.io
 from densereg.data import formats
 from densereg.data.formats import _fail
 from densereg.data.sample import Sample, landmarks_box
+from densereg.geometry import mirror
 from densereg.registry import lookup
 
 LAYOUT = """\
@@ -201,7 +202,7 @@ def read_300w_lp(root, split, flips=False, profiles=False):
         profiles: include the re-rendered ``k >= 1`` images. Their stored ``pt2d`` belongs to ``k = 0``, so their
             ``landmarks`` are None and their box is that of the ``k = 0`` landmarks (approximate).
 
-    Landmarks of ``*_Flip`` samples are put back in iBUG semantic order (:func:`densereg.data.formats.flip_file_landmarks`).
+    Landmarks of ``*_Flip`` samples are put back in iBUG semantic order (:func:`densereg.geometry.mirror.flip_file_landmarks`).
     """
     _check_split(split, SPLITS_300W_LP, "300W-LP")
     base = _need_dir(Path(root) / "300W_LP", "300W-LP")
@@ -229,7 +230,7 @@ def read_300w_lp(root, split, flips=False, profiles=False):
             fitting = formats.read_fitting(mat)
             if flip and len(fitting.pt2d) != 68:
                 _fail(mat, f"a _Flip fitting needs 68 points to restore their order, found {len(fitting.pt2d)}")
-            pts = formats.flip_file_landmarks(fitting.pt2d) if flip else fitting.pt2d
+            pts = mirror.flip_file_landmarks(fitting.pt2d) if flip else fitting.pt2d
             samples.append(Sample(
                 name=f"{folder.name}/{stem}", image_path=image, landmarks=pts if k == 0 else None,
                 box=landmarks_box(pts),
