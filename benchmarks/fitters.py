@@ -43,17 +43,17 @@ def aam_factory(ctx):
 def mdm_factory(ctx):
     """``mdm``: the Mnemonic Descent Method (PyTorch), trained on the training split from perturbed boxes.
 
-    Cached as ``runs/<source>/mdm/mdm.pt`` (trained on first use, resumable; ``python -m benchmarks.baselines.mdm train``
+    Cached as ``runs/<source>/mdm/mdm.pt`` (trained on first use, resumable; ``python -m benchmarks.baselines.mdm_train``
     builds it too). The preset follows the run's: ``cpu`` on the synthetic default, ``paper`` otherwise.
     """
-    from benchmarks.baselines import mdm
+    from benchmarks.baselines import mdm, mdm_train
 
     preset = ctx.preset if ctx.preset in mdm.PRESETS else ("cpu" if ctx.source == "synthetic" else "paper")
     out = ctx.artefact_dir(f"mdm-{preset}")
     path = out / "mdm.pt"
     config = mdm.make_config(preset)
     if not path.is_file() or mdm.load_checkpoint(path)["step"] < config.iterations:
-        mdm.train_mdm(ctx.train_samples(), out, config)
+        mdm_train.train_mdm(ctx.train_samples(), out, config)
     return mdm.MDMFitter.load(path)
 
 
