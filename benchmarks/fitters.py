@@ -30,13 +30,13 @@ def none_factory(ctx):
 def aam_factory(ctx):
     """``aam``: menpofit's patch AAM, Wiberg inverse-compositional Lucas-Kanade, trained on the training split.
 
-    Cached as ``runs/<source>/aam.pkl`` (built on first use; ``python -m benchmarks.baselines.aam train`` builds it too).
+    Cached as ``runs/<source>/aam.pkl`` (built on first use; ``python -m benchmarks.baselines.aam_train`` builds it too).
     """
-    from benchmarks.baselines import aam
+    from benchmarks.baselines import aam, aam_train
 
     path = ctx.artefact_dir() / "aam.pkl"
     if not path.is_file():
-        return aam.train_aam(ctx.train_samples(), path)
+        return aam_train.train_aam(ctx.train_samples(), path)
     return aam.AAMFitter.load(path)
 
 
