@@ -62,7 +62,7 @@ case "$target" in
   test)      exec $PY -m pytest -q -m "not slow" "$@" ;;
   test-all)  exec $PY -m pytest -q "$@" ;;
   data)      exec $PY -m densereg.data.synth "$@" ;;
-  bench)     $PY -m densereg.geometry.rasterize --bench
+  bench)     $PY -m densereg.geometry.raster_bench --bench
              $PY -m densereg.readout.landmarks --bench ;;
   table2|fig7)
     pick_source 300W; banner

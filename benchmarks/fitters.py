@@ -30,30 +30,30 @@ def none_factory(ctx):
 def aam_factory(ctx):
     """``aam``: menpofit's patch AAM, Wiberg inverse-compositional Lucas-Kanade, trained on the training split.
 
-    Cached as ``runs/<source>/aam.pkl`` (built on first use; ``python -m benchmarks.baselines.aam train`` builds it too).
+    Cached as ``runs/<source>/aam.pkl`` (built on first use; ``python -m benchmarks.baselines.aam_train`` builds it too).
     """
-    from benchmarks.baselines import aam
+    from benchmarks.baselines import aam, aam_train
 
     path = ctx.artefact_dir() / "aam.pkl"
     if not path.is_file():
-        return aam.train_aam(ctx.train_samples(), path)
+        return aam_train.train_aam(ctx.train_samples(), path)
     return aam.AAMFitter.load(path)
 
 
 def mdm_factory(ctx):
     """``mdm``: the Mnemonic Descent Method (PyTorch), trained on the training split from perturbed boxes.
 
-    Cached as ``runs/<source>/mdm/mdm.pt`` (trained on first use, resumable; ``python -m benchmarks.baselines.mdm train``
+    Cached as ``runs/<source>/mdm/mdm.pt`` (trained on first use, resumable; ``python -m benchmarks.baselines.mdm_train``
     builds it too). The preset follows the run's: ``cpu`` on the synthetic default, ``paper`` otherwise.
     """
-    from benchmarks.baselines import mdm
+    from benchmarks.baselines import mdm, mdm_train
 
     preset = ctx.preset if ctx.preset in mdm.PRESETS else ("cpu" if ctx.source == "synthetic" else "paper")
     out = ctx.artefact_dir(f"mdm-{preset}")
     path = out / "mdm.pt"
     config = mdm.make_config(preset)
     if not path.is_file() or mdm.load_checkpoint(path)["step"] < config.iterations:
-        mdm.train_mdm(ctx.train_samples(), out, config)
+        mdm_train.train_mdm(ctx.train_samples(), out, config)
     return mdm.MDMFitter.load(path)
 
 

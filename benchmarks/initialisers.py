@@ -285,13 +285,13 @@ def densereg_factory(ctx, refine=True):
     ``densereg-raw`` (``refine=False``) keeps the raw read-out; points never found (self-occluded) are filled
     from the mean shape aligned to the found ones.
     """
-    from densereg.data import groundtruth
+    from densereg.geometry import templates
     from densereg.readout import forward as infer, landmarks
     from densereg.nn import train
 
     model, cfg = train.load_model(densereg_checkpoint(ctx))
     model.to(ctx.torch_device())
-    template = groundtruth.template_for("builtin" if cfg.source == "synthetic" else "bfm")
+    template = templates.template_for("builtin" if cfg.source == "synthetic" else "bfm")
     pca = shape_model(ctx) if refine else None
 
     def densereg(image, box):
@@ -370,16 +370,16 @@ def dlib68_factory(ctx):
 
 def dpm_factory(ctx):
     """``dpm``: our deformable part model face detector (stands in for Mathias et al.'s, which is not available)
-    → mean shape. Trained on the training split on first use (``python -m benchmarks.baselines.dpm train``), cached as
+    → mean shape. Trained on the training split on first use (``python -m benchmarks.baselines.dpm_train``), cached as
     ``runs/<source>/dpm-<preset>.npz`` (the run's preset when DPM has one, else ``cpu``).
     """
-    from benchmarks.baselines import dpm
+    from benchmarks.baselines import dpm, dpm_config, dpm_train
 
-    preset = ctx.preset if ctx.preset in dpm.PRESETS else "cpu"
+    preset = ctx.preset if ctx.preset in dpm_config.PRESETS else "cpu"
     path = Path(ctx.runs_dir) / f"dpm-{preset}.npz"
     if not path.is_file():
         Path(ctx.runs_dir).mkdir(parents=True, exist_ok=True)
-        dpm.train_dpm(ctx.train_samples(), path, dpm.config_preset(preset))
+        dpm_train.train_dpm(ctx.train_samples(), path, dpm_config.config_preset(preset))
     return detector_initialiser(ctx, f"dpm-{preset}", dpm.DPMDetector.load(path))
 
 

@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("menpofit")
 
-from benchmarks.baselines import aam
+from benchmarks.baselines import aam, aam_train
 from benchmarks import metrics  # noqa: E402
 from densereg.data import datasets  # noqa: E402
 
@@ -66,7 +66,7 @@ def test_config_round_trips_through_dict():
 
 def test_unknown_feature_names_valid_ones():
     with pytest.raises(KeyError, match="igo"):
-        aam._feature("fast_dsift")
+        aam.feature("fast_dsift")
 
 
 def test_sampling_grids_keep_every_nth_row_and_column():
@@ -91,25 +91,53 @@ def test_vectorised_gradient_is_identical_to_menpofits():
 
 
 def test_missing_artefact_names_the_build_command(tmp_path):
-    with pytest.raises(aam.ArtefactError, match="python -m benchmarks.baselines.aam train"):
+    with pytest.raises(aam.ArtefactError, match="python -m benchmarks.baselines.aam_train"):
         aam.AAMFitter.load(tmp_path / "nope.pkl")
 
 
 def test_corrupt_or_foreign_artefact_names_the_build_command(tmp_path):
     path = tmp_path / "aam.pkl"
     path.write_bytes(b"not a pickle")
-    with pytest.raises(aam.ArtefactError, match="not a readable AAM pickle.*python -m benchmarks.baselines.aam train"):
+    with pytest.raises(aam.ArtefactError, match="not a readable AAM pickle.*python -m benchmarks.baselines.aam_train"):
         aam.AAMFitter.load(path)
     path.write_bytes(pickle.dumps({"format": 0}))
     with pytest.raises(aam.ArtefactError, match="format"):
         aam.AAMFitter.load(path)
 
 
+class _CreatesAFile:
+    """Unpickling this calls ``open(path, "w")``: a planted artefact that would write a file on load."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+@pytest.mark.parametrize("wrap", [lambda evil: evil, lambda evil: {"format": aam.ARTEFACT_FORMAT, "aam": evil}])
+def test_planted_pickle_runs_no_code(tmp_path, wrap):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "aam.pkl"
+    path.write_bytes(pickle.dumps(wrap(_CreatesAFile(marker))))
+    assert not marker.exists()
+    with pytest.raises(aam.ArtefactError, match=r"aam\.pkl: not a readable AAM pickle.*refusing the global io\.open"):
+        aam.AAMFitter.load(path)
+    assert not marker.exists(), "loading the artefact ran code from the file"
+
+
+def test_the_plain_unpickler_would_have_run_it(tmp_path):
+    """The planted file is live (so the test above can fail): plain pickle creates the file."""
+    marker = tmp_path / "pwned"
+    pickle.loads(pickle.dumps(_CreatesAFile(marker))).close()
+    assert marker.exists()
+
+
 @pytest.fixture(scope="module")
 def tiny_aam(tiny_synth, tmp_path_factory):
     """A patch AAM trained through the CLI on the tiny synthetic training split (6 images)."""
     path = tmp_path_factory.mktemp("aam") / "aam.pkl"
-    aam.main(["train", "--root", str(tiny_synth), "--out", str(path), "--max-images", "0"])
+    aam_train.main(["--root", str(tiny_synth), "--out", str(path), "--max-images", "0"])
     return path
 
 

@@ -11,9 +11,9 @@ import torch
 
 import densereg
 from densereg.data import formats
-from densereg.geometry import rasterize
+from densereg.geometry import camera, rasterize
 from densereg.geometry.boxes import iou, points_box
-from densereg.geometry.template import builtin_face
+from densereg.geometry.templates import builtin_face
 from densereg.nn import train
 from densereg.nn.config import make_config
 from densereg.readout.forward import UVMap, as_rgb
@@ -27,7 +27,7 @@ def render(template, centre, yaw=0.0, seed=0, scale=55.0, height=H, width=W):
     rng = np.random.default_rng(seed)
     shape = np.clip(rng.normal(0, 0.8, template.id_basis.shape[0]), -2.5, 2.5)
     pose = np.array([0.0, np.radians(yaw), 0.0, centre[0] + 1, height - centre[1], 0.0, scale])
-    verts = rasterize.project_3ddfa(template.instance(shape), pose, height)
+    verts = camera.project_3ddfa(template.instance(shape), pose, height)
     return rasterize.render_gt(template, verts, height, width), verts[template.landmarks, :2]
 
 

@@ -1,4 +1,4 @@
-"""Tests of densereg.data.datasets: data roots, the readers of every layout, `check`."""
+"""Tests of densereg.data.datasets / readers / check: data roots, the readers of every layout, `check`."""
 
 import json
 import subprocess
@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 import scipy.io
 
+from densereg.data import check, readers
 from densereg.data import datasets as ds
 from densereg.data import formats
 from densereg.data.formats import DatasetError
+from densereg.geometry import mirror
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -114,19 +116,19 @@ def tree(tmp_path):
 
 
 def test_read_300w_splits(tree):
-    assert [s.name for s in ds.read_300w(tree, "train")] == [
+    assert [s.name for s in readers.read_300w(tree, "train")] == [
         "afw/134212_1", "afw/134212_2", "helen/trainset/100032540_1", "lfpw/trainset/image_0001"]
-    assert len(ds.read_300w(tree, "common")) == 2
-    assert [s.name for s in ds.read_300w(tree, "challenging")] == ["ibug/image_003_1", "ibug/image_014"]
-    assert len(ds.read_300w(tree, "full")) == 4
-    test = ds.read_300w(tree, "test")
+    assert len(readers.read_300w(tree, "common")) == 2
+    assert [s.name for s in readers.read_300w(tree, "challenging")] == ["ibug/image_003_1", "ibug/image_014"]
+    assert len(readers.read_300w(tree, "full")) == 4
+    test = readers.read_300w(tree, "test")
     assert [s.name for s in test] == ["01_Indoor/indoor_001", "01_Indoor/indoor_002", "02_Outdoor/outdoor_001"]
-    assert [s.name for s in ds.read_300w(tree, "indoor")] == ["01_Indoor/indoor_001", "01_Indoor/indoor_002"]
+    assert [s.name for s in readers.read_300w(tree, "indoor")] == ["01_Indoor/indoor_001", "01_Indoor/indoor_002"]
     np.testing.assert_allclose(test[1].box, [1, 2, 32, 33])  # from boxes/300w, not from the landmarks
     assert test[1].extras["subset"] == "01_Indoor" and test[1].extras["box_source"] == "boxes/300w"
     assert "fitting" not in test[1].extras  # real 300-W images have no fitting beside them
     np.testing.assert_allclose(test[1].landmarks, _face(10), atol=1e-6)
-    train = ds.read_300w(tree, "train")[0]
+    train = readers.read_300w(tree, "train")[0]
     np.testing.assert_allclose(train.box, ds.landmarks_box(train.landmarks))
     assert train.extras["box_source"] == "landmarks"
     assert train.image().shape == (40, 40, 3)
@@ -135,69 +137,69 @@ def test_read_300w_splits(tree):
 def test_read_300w_errors(tree):
     (tree / "300W/ibug/image_099.jpg").write_bytes((tree / "300W/ibug/image_014.jpg").read_bytes())
     with pytest.raises(DatasetError, match="image_099.jpg.*image without annotation"):
-        ds.read_300w(tree, "challenging")
+        readers.read_300w(tree, "challenging")
     (tree / "300W/ibug/image_099.jpg").unlink()
     formats.write_pts(tree / "300W/ibug/image_014.pts", _face(0)[:66])
     with pytest.raises(DatasetError, match="image_014.pts.*expected 68 points, found 66"):
-        ds.read_300w(tree, "challenging")
+        readers.read_300w(tree, "challenging")
     (tree / "300W/boxes/300w/outdoor_001.pts").unlink()  # boxes for some images only: refuse to mix sources
     with pytest.raises(DatasetError, match="outdoor_001.pts.*box file missing"):
-        ds.read_300w(tree, "outdoor")
+        readers.read_300w(tree, "outdoor")
     with pytest.raises(KeyError, match="challenging, common, full, indoor, outdoor, test, train"):
-        ds.read_300w(tree, "val")
+        readers.read_300w(tree, "val")
     with pytest.raises(DatasetError, match="missing folder"):
-        ds.read_300w(tree / "nothing", "train")
+        readers.read_300w(tree / "nothing", "train")
 
 
 def test_read_300w_lp(tree):
-    train = ds.read_300w_lp(tree, "train")
+    train = readers.read_300w_lp(tree, "train")
     assert [s.name for s in train] == ["AFW/AFW_134212_1_0", "HELEN/HELEN_100032540_1_0",
                                        "LFPW/LFPW_image_train_0001_0", "SYNTH/face_00001_0"]
     sample = train[0]
     assert sample.extras["fitting"] == tree / "300W_LP/AFW/AFW_134212_1_0.mat"
     assert sample.extras["k"] == 0 and sample.extras["model"] == "builtin" and not sample.extras["flip"]
     np.testing.assert_allclose(sample.landmarks, _face(0), atol=1e-9)
-    everything = ds.read_300w_lp(tree, "all", flips=True, profiles=True)
+    everything = readers.read_300w_lp(tree, "all", flips=True, profiles=True)
     assert len(everything) == 15
     profile = next(s for s in everything if s.name == "AFW/AFW_134212_1_1")
     assert profile.landmarks is None and profile.box.shape == (4,)  # pt2d is k=0's, not this image's
     flipped = next(s for s in everything if s.name == "AFW_Flip/AFW_134212_1_0")
-    np.testing.assert_allclose(flipped.landmarks, formats.mirror_landmarks(_face(0), 40), atol=1e-9)
+    np.testing.assert_allclose(flipped.landmarks, mirror.mirror_landmarks(_face(0), 40), atol=1e-9)
     assert flipped.landmarks[36, 0] < flipped.landmarks[45, 0]
-    assert len(ds.read_300w_lp(tree, "all")) == 7  # no flips, no k >= 1 by default
+    assert len(readers.read_300w_lp(tree, "all")) == 7  # no flips, no k >= 1 by default
     with pytest.raises(KeyError, match="all, train"):
-        ds.read_300w_lp(tree, "test")
+        readers.read_300w_lp(tree, "test")
 
 
 def test_read_helen(tree):
-    (sample,) = ds.read_helen(tree, "test")
+    (sample,) = readers.read_helen(tree, "test")
     assert sample.name == "helen/testset/296814969_3" and sample.landmarks.shape == (68, 2)
     assert [p.name for p in sample.extras["parsing_labels"]] == ["296814969_3_lbl00.png", "296814969_3_lbl01.png"]
-    assert "parsing_labels" not in ds.read_helen(tree, "train")[0].extras
+    assert "parsing_labels" not in readers.read_helen(tree, "train")[0].extras
 
 
 def test_read_300vw(tree):
     with pytest.raises(DatasetError, match="of the 50 train videos are missing"):
-        ds.read_300vw(tree, "train")
-    train = ds.read_300vw(tree, "train", require_all=False)
+        readers.read_300vw(tree, "train")
+    train = readers.read_300vw(tree, "train", require_all=False)
     assert [s.name for s in train] == ["001/000001", "001/000002", "001/000003"]
     assert train[1].extras["frame"] == 2 and train[1].image_path.name == "000002.jpg"
     np.testing.assert_allclose(train[1].landmarks, _face(2), atol=1e-3)
-    cat1 = ds.read_300vw(tree, "cat1", require_all=False)
+    cat1 = readers.read_300vw(tree, "cat1", require_all=False)
     assert [s.extras["unreliable"] for s in cat1] == [False, True, False]
     assert cat1[0].extras["category"] == "cat1"
-    kept = ds.read_300vw(tree, "test", require_all=False, drop_unreliable=True)
+    kept = readers.read_300vw(tree, "test", require_all=False, drop_unreliable=True)
     assert [s.name for s in kept] == ["401/000001", "401/000003"]
     (tree / "300VW/401/imgs/000003.jpg").unlink()
     with pytest.raises(DatasetError, match="000003.pts.*no frame image"):
-        ds.read_300vw(tree, "cat1", require_all=False)
+        readers.read_300vw(tree, "cat1", require_all=False)
 
 
 def test_300vw_unreliable_from_extra_mat(tree):
     (tree / "300VW/extra").mkdir()
     scipy.io.savemat(tree / "300VW/extra/001.mat", {"error": np.array([[1, 3]])})
-    assert ds.unreliable_frames_300vw(tree / "300VW", "001") == {1, 3}
-    assert ds.unreliable_frames_300vw(tree / "300VW", "401") == {2}
+    assert readers.unreliable_frames_300vw(tree / "300VW", "001") == {1, 3}
+    assert readers.unreliable_frames_300vw(tree / "300VW", "401") == {2}
 
 
 def test_300vw_video_frames(tmp_path):
@@ -211,36 +213,36 @@ def test_300vw_video_frames(tmp_path):
         writer.write(np.full((24, 32, 3), 60 * k, np.uint8))
         formats.write_pts(video / "annot" / f"{k:06d}.pts", _face(k) / 2, style="300vw")
     writer.release()
-    samples = ds.read_300vw(tmp_path, "train", require_all=False)
+    samples = readers.read_300vw(tmp_path, "train", require_all=False)
     assert [s.extras["frame"] for s in samples] == [1, 2, 3]
     assert samples[1].image_path == video / "vid.avi"
     frame = samples[1].image()
     assert frame.shape == (24, 32, 3) and abs(int(frame.mean()) - 120) <= 3
-    problems, counts = ds.check_tree(tmp_path)
+    problems, counts = check.check_tree(tmp_path)
     assert problems == [] and counts["videos"] == 1
 
 
 def test_read_ears(tree, real_fixtures):
-    train = ds.read_ears(tree, "train")
+    train = readers.read_ears(tree, "train")
     assert [s.name for s in train] == ["train/train_0", "train/train_1"]
     assert train[0].landmarks.shape == (55, 2)
     np.testing.assert_allclose(train[0].box, ds.landmarks_box(train[0].landmarks))
-    real = ds.read_ears(real_fixtures, "train")
+    real = readers.read_ears(real_fixtures, "train")
     assert [s.name for s in real] == ["train/train_20", "train/train_5"]
     assert real[1].image().shape == (993, 891, 3)
     with pytest.raises(KeyError, match="test, train"):
-        ds.read_ears(tree, "val")
+        readers.read_ears(tree, "val")
 
 
 def test_readers_on_real_fixtures(real_fixtures):
-    lp = ds.read_300w_lp(real_fixtures, "all", flips=True, profiles=True)
+    lp = readers.read_300w_lp(real_fixtures, "all", flips=True, profiles=True)
     assert [s.name for s in lp] == ["AFW/AFW_134212_1_0", "AFW/AFW_134212_1_1",
                                     "AFW_Flip/AFW_134212_1_0", "AFW_Flip/AFW_134212_1_1"]
     assert lp[0].extras["model"] == "bfm" and lp[1].landmarks is None
-    vw = ds.read_300vw(real_fixtures, "train", require_all=False)
+    vw = readers.read_300vw(real_fixtures, "train", require_all=False)
     assert [s.name for s in vw] == ["001/000006", "001/000009"] and vw[0].image().shape == (720, 1280, 3)
     with pytest.raises(DatasetError, match="afw.*missing folder"):
-        ds.read_300w(real_fixtures, "train")
+        readers.read_300w(real_fixtures, "train")
 
 
 OPTIONS = {"300vw": {"require_all": False}, "300w-lp": {"flips": True, "profiles": True}}
@@ -297,7 +299,7 @@ def test_synthetic_layout_is_read_by_the_readers(tmp_path):
     assert [s.name for s in lp] == [f"SYNTH/SYNTH_train_{i:05d}_0" for i in range(4)]
     assert all(s.extras["model"] == "builtin" for s in lp)
     np.testing.assert_allclose(lp[2].landmarks, _face(2), atol=1e-9)
-    assert ds.check_tree(tmp_path)[0] == []
+    assert check.check_tree(tmp_path)[0] == []
     with pytest.raises(KeyError, match="helen, indoor, outdoor, train"):
         ds.synthetic_paths(tmp_path, "common", 0)
 
@@ -307,9 +309,9 @@ def test_synthetic_layout_is_read_by_the_readers(tmp_path):
 
 
 def test_check_clean_tree_and_real_fixtures(tree, real_fixtures, capsys):
-    assert ds.main(["check", str(tree)]) == 0
+    assert check.main([str(tree)]) == 0
     assert "0 problem(s)" in capsys.readouterr().out
-    problems, counts = ds.check_tree(real_fixtures)
+    problems, counts = check.check_tree(real_fixtures)
     assert problems == [] and counts["pts"] == 605 and counts["mat"] == 6
 
 
@@ -331,16 +333,25 @@ def test_check_finds_planted_problems(tree, capsys):
     formats.write_pts(tree / "ears/test/test_0.txt", _face(0)[:50])
     scipy.io.savemat(tree / "300W_LP/SYNTH/face_00001_1.mat", {"Pose_Para": np.zeros((1, 7))})
     formats.write_pts(tree / "300W/helen/trainset/orphan.pts", _face(0))
-    assert ds.main(["check", str(tree)]) == 1
+    assert check.main([str(tree)]) == 1
     out = capsys.readouterr().out
     for path, reason in bad.items():
         assert any(str(path) in line and reason in line for line in out.splitlines()), (path, reason, out)
     assert f"{len(bad)} problem(s)" in out
 
 
+def test_check_of_a_folder_without_data_is_not_clean(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("not an annotation\n")       # a stray non-data file only
+    (tmp_path / "sub").mkdir()
+    assert check.main([str(tmp_path)]) == 2
+    captured = capsys.readouterr()
+    assert "nothing to check" in captured.err and str(tmp_path) in captured.err
+    assert "0 problem" not in captured.out + captured.err
+
+
 def test_check_command_line(tree):
     (tree / "ears/train/stray.png").write_bytes((tree / "ears/train/train_0.png").read_bytes())
-    run = subprocess.run([sys.executable, "-m", "densereg.data.datasets", "check", str(tree)], cwd=REPO,
+    run = subprocess.run([sys.executable, "-m", "densereg.data.check", str(tree)], cwd=REPO,
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 1, run.stderr
     assert "stray.png: image without annotation" in run.stdout

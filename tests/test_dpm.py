@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from benchmarks.baselines import dpm, hog, dpm_train as latent_svm
+from benchmarks.baselines import distance_transform, dpm, dpm_config, dpm_train, hog
 from densereg.data.datasets import Sample, load_dataset
 from densereg.data.formats import write_pts
 
@@ -20,7 +20,7 @@ def test_distance_transform_1d_matches_brute_force(seed):
     rng = np.random.default_rng(seed)
     n = int(rng.integers(1, 40))
     values, a, b = rng.normal(size=n), rng.uniform(0.01, 3.0), rng.normal()
-    out, arg = dpm.distance_transform_1d(values, a, b)
+    out, arg = distance_transform.distance_transform_1d(values, a, b)
     q = np.arange(n)
     brute = np.array([np.max(values - a * (q - p) ** 2 - b * (q - p)) for p in range(n)])
     np.testing.assert_allclose(out, brute, atol=1e-12)
@@ -39,18 +39,18 @@ def test_distance_transform_2d_matches_brute_force(seed):
             dy, dx = ys - p, xs - r
             cost = deformation[0] * dx + deformation[1] * dx ** 2 + deformation[2] * dy + deformation[3] * dy ** 2
             brute[p, r] = np.max(values - cost)
-    out, iy, ix = dpm.distance_transform_2d(values, deformation)
+    out, iy, ix = distance_transform.distance_transform_2d(values, deformation)
     np.testing.assert_allclose(out, brute, atol=1e-12)
     dy, dx = iy - ys, ix - xs
     achieved = values[iy, ix] - (deformation[0] * dx + deformation[1] * dx ** 2 + deformation[2] * dy
                                  + deformation[3] * dy ** 2)
     np.testing.assert_allclose(achieved, brute, atol=1e-12)
     # the subsampled evaluation used when scanning roots (step 2) picks the same entries
-    sub, sub_y, sub_x = dpm.distance_transform_2d(values, deformation, origin=(1, 2), shape=(4, 5), step=2)
+    sub, sub_y, sub_x = distance_transform.distance_transform_2d(values, deformation, origin=(1, 2), shape=(4, 5), step=2)
     np.testing.assert_allclose(sub, out[1:9:2, 2:12:2][:4, :5])
     assert np.array_equal(sub_y, iy[1:9:2, 2:12:2][:4, :5]) and np.array_equal(sub_x, ix[1:9:2, 2:12:2][:4, :5])
     with pytest.raises(ValueError, match="positive"):
-        dpm.distance_transform_2d(values, [0, 0, 0, 1])
+        distance_transform.distance_transform_2d(values, [0, 0, 0, 1])
 
 
 def test_box_iou_and_nms_on_hand_made_boxes():
@@ -75,7 +75,7 @@ def test_box_iou_and_nms_on_hand_made_boxes():
 
 def _random_detector(seed=0, n_parts=3):
     rng = np.random.default_rng(seed)
-    config = dpm.DPMConfig(interval=3, n_parts=n_parts, n_components=2)
+    config = dpm_config.DPMConfig(interval=3, n_parts=n_parts, n_components=2)
     components = []
     for rh, rw in [(4, 3), (3, 4)]:
         components.append(dpm.Component(
@@ -137,12 +137,12 @@ def test_component_weights_round_trip_and_deformation_floor():
                                                            dpm.MIN_QUADRATIC_DEFORMATION])
 
 
-def test_dual_coordinate_descent_svm_solves_the_hinge_problem():
+def test_svm_solves_the_hinge_problem_with_a_regularised_bias():
     rng = np.random.default_rng(0)
     pos = rng.normal(loc=1.0, size=(60, 5)).astype(np.float32)
     neg = rng.normal(loc=-1.0, size=(80, 5)).astype(np.float32)
-    config = dpm.DPMConfig(svm_c=0.5, svm_epochs=5000, svm_tol=1e-6, bias_feature=1.0)
-    w, b = latent_svm._train_svm(pos, neg, config, seed=0)
+    config = dpm_config.DPMConfig(svm_c=0.5, svm_epochs=5000, svm_tol=1e-6, bias_feature=1.0)
+    w, b = dpm_train._train_svm(pos, neg, config, seed=0)
     x = np.concatenate([pos, neg]).astype(np.float64)
     y = np.r_[np.ones(60), -np.ones(80)]
 
@@ -169,7 +169,7 @@ def test_save_load_round_trip_and_errors(tmp_path):
         assert score_a == pytest.approx(score_b)
     assert [s for _, s in a] == sorted((s for _, s in a), reverse=True)
     assert not list(tmp_path.glob(".*tmp"))   # atomic write leaves no temporary file
-    with pytest.raises(FileNotFoundError, match="benchmarks.baselines.dpm train"):
+    with pytest.raises(FileNotFoundError, match="benchmarks.baselines.dpm_train"):
         dpm.DPMDetector.load(tmp_path / "missing.npz")
     bad = tmp_path / "bad.npz"
     np.savez(bad, format_version=np.array(dpm.FORMAT_VERSION))
@@ -181,11 +181,11 @@ def test_save_load_round_trip_and_errors(tmp_path):
 
 
 def test_config_preset_lookup():
-    assert dpm.config_preset("cpu").interval == 5
-    assert dpm.config_preset("paper") == dpm.DPMConfig()
-    assert dpm.config_preset("cpu", seed=3).seed == 3
+    assert dpm_config.config_preset("cpu").interval == 5
+    assert dpm_config.config_preset("paper") == dpm_config.DPMConfig()
+    assert dpm_config.config_preset("cpu", seed=3).seed == 3
     with pytest.raises(KeyError, match="cpu, paper"):
-        dpm.config_preset("fast")
+        dpm_config.config_preset("fast")
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -257,7 +257,7 @@ def test_train_and_detect_generated_faces(tmp_path):
         path = tmp_path / f"train_{i}.png"
         cv2.imwrite(str(path), img[:, :, ::-1])
         samples.append(Sample(name=f"train_{i}", image_path=path, landmarks=None, box=box))
-    out = dpm.train_dpm(samples, tmp_path / "model" / "dpm.npz", dpm.DPMConfig(**TINY), progress=False)
+    out = dpm_train.train_dpm(samples, tmp_path / "model" / "dpm.npz", dpm_config.DPMConfig(**TINY), progress=False)
     detector = dpm.DPMDetector.load(out)
     assert all(c.n_parts == 4 for c in detector.components)
     assert detector.info["n_positives"] == 48 and detector.info["train_s"] > 0
@@ -278,10 +278,10 @@ def test_cli_train_and_eval(tmp_path, capsys):
     _write_tree(tmp_path / "data", n_train=24, n_test=4, seed=1)
     model = tmp_path / "dpm.npz"
     settings = [f"--set={k}={v}" for k, v in TINY.items()]
-    dpm.main(["train", "--root", str(tmp_path / "data"), "--out", str(model), *settings])
+    dpm_train.main(["--root", str(tmp_path / "data"), "--out", str(model), *settings])
     assert len(load_dataset("300w", tmp_path / "data", "test")) == 4
-    dpm.main(["eval", "--root", str(tmp_path / "data"), "--model", str(model)])
+    dpm.main(["--root", str(tmp_path / "data"), "--model", str(model)])
     stats = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert stats["n"] == 4 and stats["recall_top1"] >= 0.75
     with pytest.raises(SystemExit):
-        dpm.main(["train", "--root", str(tmp_path / "data"), "--out", str(model), "--set", "nonsense=1"])
+        dpm_train.main(["--root", str(tmp_path / "data"), "--out", str(model), "--set", "nonsense=1"])

@@ -7,6 +7,7 @@ import scipy.io
 
 from densereg.data import formats
 from densereg.data.formats import DatasetError
+from densereg.geometry import mirror
 
 # ------------------------------------------------------------------------------------------------------------
 # .pts format
@@ -226,14 +227,14 @@ def test_real_300w_lp_fittings_and_quirks(real_fixtures):
     assert np.sign(flip.pose_para[2]) == -np.sign(k0.pose_para[2])  # roll
     # Re-ordered, the flipped file's landmarks are the mirrored originals in semantic order.
     assert formats.read_image(lp / "AFW_Flip/AFW_134212_1_0.jpg").shape == (450, 450, 3)
-    semantic = formats.flip_file_landmarks(flip.pt2d)
-    np.testing.assert_allclose(semantic, formats.mirror_landmarks(k0.pt2d, 450))
+    semantic = mirror.flip_file_landmarks(flip.pt2d)
+    np.testing.assert_allclose(semantic, mirror.mirror_landmarks(k0.pt2d, 450))
     assert semantic[36, 0] < semantic[45, 0] and semantic[0, 0] < semantic[16, 0]  # image-left parts on the left
     assert flip.pt2d[36, 0] > flip.pt2d[45, 0]  # ... which the raw order gets wrong
 
 
 def test_flip_permutation():
-    p = formats.ibug_flip_permutation()
+    p = mirror.ibug_flip_permutation()
     assert sorted(p) == list(range(68))
     np.testing.assert_array_equal(p[p], np.arange(68))  # an involution
     pairs = {0: 16, 7: 9, 8: 8, 17: 26, 21: 22, 27: 27, 30: 30, 31: 35, 33: 33, 36: 45, 39: 42, 37: 44, 41: 46,
@@ -241,19 +242,19 @@ def test_flip_permutation():
     for a, b in pairs.items():
         assert p[a] == b and p[b] == a, (a, b)
     p[0] = 5  # a copy: the module's permutation is untouched
-    assert formats.ibug_flip_permutation()[0] == 16
+    assert mirror.ibug_flip_permutation()[0] == 16
     # Mirroring a symmetric face gives the face back.
     rng = np.random.default_rng(1)
     half = rng.uniform(0, 40, size=(68, 2))
     face = half.copy()
-    perm = formats.ibug_flip_permutation()
+    perm = mirror.ibug_flip_permutation()
     for i in range(68):  # point perm[i] is point i mirrored about x = 49.5 (the centre of a 100-px image)
         if perm[i] > i:
             face[perm[i]] = [99 - face[i, 0], face[i, 1]]
         elif perm[i] == i:
             face[i, 0] = 49.5
-    np.testing.assert_allclose(formats.mirror_landmarks(face, 100), face)
-    np.testing.assert_allclose(formats.mirror_landmarks(formats.mirror_landmarks(half, 100), 100), half)
+    np.testing.assert_allclose(mirror.mirror_landmarks(face, 100), face)
+    np.testing.assert_allclose(mirror.mirror_landmarks(mirror.mirror_landmarks(half, 100), 100), half)
 
 
 def test_fitting_round_trip(tmp_path):

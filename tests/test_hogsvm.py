@@ -10,12 +10,13 @@ from benchmarks import metrics  # noqa: E402
 from benchmarks.baselines.artefacts import ArtefactError  # noqa: E402
 from densereg.geometry.boxes import iou  # noqa: E402
 from densereg.data import datasets, formats  # noqa: E402
+from densereg.geometry import mirror  # noqa: E402
 
 
 def test_yaw_proxy_is_zero_when_symmetric_and_flips_sign_when_mirrored(tiny_synth):
     for sample in datasets.load_dataset("300w", tiny_synth, "train"):
         yaw = hogsvm.yaw_proxy(sample.landmarks)
-        mirrored = formats.mirror_landmarks(sample.landmarks, 256)
+        mirrored = mirror.mirror_landmarks(sample.landmarks, 256)
         assert -1.0 <= yaw <= 1.0
         assert hogsvm.yaw_proxy(mirrored) == pytest.approx(-yaw, abs=1e-9)
     symmetric = np.zeros((68, 2))

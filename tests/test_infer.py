@@ -49,7 +49,7 @@ def test_cli_names_a_bad_checkpoint(tmp_path, capsys):
 def test_faces_are_written_as_one_based_pts(tmp_path):
     """With an oracle UV field (see test_api) every face found gets its own 1-based .pts file."""
     from test_api import H, W, as_uvmap, render
-    from densereg.geometry.template import builtin_face
+    from densereg.geometry.templates import builtin_face
     from densereg.nn.config import make_config
 
     t = builtin_face()

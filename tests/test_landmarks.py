@@ -9,10 +9,10 @@ import torch
 import pytest
 
 from densereg.data import datasets, formats, groundtruth
-from densereg.geometry import rasterize
+from densereg.geometry import camera, rasterize
 from densereg.geometry.shape_model import ShapeModel
 from densereg.readout import landmarks as L
-from densereg.geometry.template import builtin_face
+from densereg.geometry.templates import builtin_face
 
 SIZE = 256
 
@@ -29,7 +29,7 @@ def render_face(template, yaw=0.0, pitch=0.0, roll=0.0, centre=(128.0, 128.0), s
     shape = np.clip(rng.normal(0, 0.8, template.id_basis.shape[0]), -2.5, 2.5)
     cx, cy = centre
     pose = np.array([*np.radians([pitch, yaw, roll]), cx + 1, size - cy, 0.0, scale * size])
-    verts = rasterize.project_3ddfa(template.instance(shape, exp), pose, size)
+    verts = camera.project_3ddfa(template.instance(shape, exp), pose, size)
     depth = rasterize.rasterize(verts, template.triangles, template.uv, size, size).depth
     # Visible with a 1-px margin: landmarks exactly on a silhouette fold are excluded from the accuracy checks.
     visible = rasterize.visible_vertices(verts, depth, tol=1.0, margin=1, max_step=3.0)[template.landmarks]
@@ -57,7 +57,7 @@ def training_shapes(template, n, seed):
         pose = [np.radians(np.clip(rng.normal(0, 13), -45, 45)), np.radians(rng.uniform(-90, 90)),
                 np.radians(rng.normal(0, 10)), rng.uniform(80, 180), rng.uniform(80, 180), 0.0,
                 rng.uniform(40, 70)]
-        out.append(rasterize.project_3ddfa(pts, pose, SIZE)[:, :2])
+        out.append(camera.project_3ddfa(pts, pose, SIZE)[:, :2])
     return np.array(out)
 
 

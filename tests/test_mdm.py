@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.baselines import mdm
+from benchmarks.baselines import mdm, mdm_frame, mdm_train
 from benchmarks.metrics import nme
 from densereg.data import datasets, formats
 
@@ -71,7 +71,7 @@ def test_patch_extraction_reads_the_right_pixels_of_a_ramp():
     frames = torch.from_numpy(np.stack([xs + 100 * ys, 2 * xs])[None])          # (1, 2, H, W)
     points = torch.tensor([[[20.0, 15.0], [25.5, 17.25]]])
     size = 6
-    patches = mdm.extract_patches(frames, points, size)
+    patches = mdm_frame.extract_patches(frames, points, size)
     assert patches.shape == (1, 2, 2, size, size)
     offsets = np.arange(size) - (size - 1) / 2
     for k, (x, y) in enumerate(points[0].tolist()):
@@ -82,7 +82,7 @@ def test_patch_extraction_reads_the_right_pixels_of_a_ramp():
 
 def test_patch_outside_frame_is_zero():
     frames = torch.ones(1, 1, 20, 20)
-    patches = mdm.extract_patches(frames, torch.tensor([[[-30.0, -30.0]]]), 4)
+    patches = mdm_frame.extract_patches(frames, torch.tensor([[[-30.0, -30.0]]]), 4)
     assert torch.count_nonzero(patches) == 0
 
 
@@ -90,18 +90,18 @@ def test_frame_transform_and_warp_agree_with_points():
     rng = np.random.default_rng(1)
     image = rng.integers(0, 255, (300, 400, 3), dtype=np.uint8)
     shape = face68(rng, centre=(200.0, 150.0), size=180.0)
-    mean = mdm.mean_shape([shape], 100.0)
-    affine = mdm.frame_transform(shape, mdm._spread(mean), 128)
-    in_frame = mdm.apply_affine(affine, shape)
-    assert mdm._spread(in_frame) == pytest.approx(mdm._spread(mean))
+    mean = mdm_frame.mean_shape([shape], 100.0)
+    affine = mdm_frame.frame_transform(shape, mdm_frame.shape_spread(mean), 128)
+    in_frame = mdm_frame.apply_affine(affine, shape)
+    assert mdm_frame.shape_spread(in_frame) == pytest.approx(mdm_frame.shape_spread(mean))
     np.testing.assert_allclose(in_frame.mean(axis=0), [63.5, 63.5], atol=1e-9)
     # A single bright pixel lands where the affine says (the downscaling path included: scale < 0.75).
     image[:] = 0
     image[150, 200] = 255
-    frame = mdm.warp_to_frame(image, affine, 128).astype(float)[..., 0]
+    frame = mdm_frame.warp_to_frame(image, affine, 128).astype(float)[..., 0]
     peak = np.array(np.unravel_index(frame.argmax(), frame.shape))[::-1]
     centroid = (np.indices(frame.shape)[::-1] * frame).sum(axis=(1, 2)) / frame.sum()
-    expected = mdm.apply_affine(affine, np.array([[200.0, 150.0]]))[0]
+    expected = mdm_frame.apply_affine(affine, np.array([[200.0, 150.0]]))[0]
     assert np.abs(peak - expected).max() <= 1
     np.testing.assert_allclose(centroid, expected, atol=0.3)
 
@@ -109,11 +109,11 @@ def test_frame_transform_and_warp_agree_with_points():
 def test_mean_shape_and_box_alignment():
     rng = np.random.default_rng(2)
     shapes = [face68(rng, centre=rng.uniform(50, 150, 2), size=rng.uniform(40, 120)) for _ in range(5)]
-    mean = mdm.mean_shape(shapes, 200.0)
+    mean = mdm_frame.mean_shape(shapes, 200.0)
     lo, hi = mean.min(axis=0), mean.max(axis=0)
     assert np.linalg.norm(hi - lo) == pytest.approx(200.0)
     np.testing.assert_allclose((lo + hi) / 2, 0, atol=1e-9)
-    aligned = mdm.align_to_box(mean, [10, 20, 110, 140])
+    aligned = mdm_frame.align_to_box(mean, [10, 20, 110, 140])
     lo, hi = aligned.min(axis=0), aligned.max(axis=0)
     np.testing.assert_allclose((lo + hi) / 2, [60, 80])
     assert np.linalg.norm(hi - lo) == pytest.approx(np.hypot(100, 120))
@@ -178,12 +178,12 @@ def test_loss_gradient_is_finite_at_zero_error():
 
 def test_augmented_sample_is_consistent_and_deterministic(tmp_path):
     samples = tiny_samples(tmp_path, n=2)
-    mean = mdm.mean_shape([s.landmarks for s in samples], TINY.reference_diagonal)
-    crops, shapes = mdm._prepare_crops(samples, mean, TINY, progress=False)
+    mean = mdm_frame.mean_shape([s.landmarks for s in samples], TINY.reference_diagonal)
+    crops, shapes = mdm_train._prepare_crops(samples, mean, TINY, progress=False)
     config = mdm.MDMConfig(**{**mdm._config_to_dict(TINY), "contrast": (1, 1), "saturation": (1, 1), "hue": 0.0,
                               "noise": 0.0, "brightness": 0.0, "mirror_p": 1.0, "rotation_p": 1.0})
-    a = mdm.augmented_sample(crops[0], shapes[0], mean, config, np.random.default_rng(5))
-    b = mdm.augmented_sample(crops[0], shapes[0], mean, config, np.random.default_rng(5))
+    a = mdm_train.augmented_sample(crops[0], shapes[0], mean, config, np.random.default_rng(5))
+    b = mdm_train.augmented_sample(crops[0], shapes[0], mean, config, np.random.default_rng(5))
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x, y)
     frame, gt, initial = a
@@ -201,7 +201,7 @@ def test_tiny_training_lowers_the_loss(tmp_path):
     samples = tiny_samples(tmp_path, n=8)
     config = mdm.MDMConfig(**{**mdm._config_to_dict(TINY), "iterations": 24, "batch_size": 4, "steps": 2,
                               "learning_rate": 3e-3, "checkpoint_every": 24, "contrast": (1, 1), "noise": 0.0})
-    path = mdm.train_mdm(samples, tmp_path / "run", config, progress=False)
+    path = mdm_train.train_mdm(samples, tmp_path / "run", config, progress=False)
     with open(tmp_path / "run" / mdm.LOG_NAME) as f:
         rows = list(csv.DictReader(f))
     assert [int(r["step"]) for r in rows] == list(range(24))
@@ -213,11 +213,11 @@ def test_tiny_training_lowers_the_loss(tmp_path):
 
 def test_resume_gives_identical_weights(tmp_path):
     samples = tiny_samples(tmp_path, n=4)
-    straight = mdm.train_mdm(samples, tmp_path / "a", TINY, progress=False)
+    straight = mdm_train.train_mdm(samples, tmp_path / "a", TINY, progress=False)
     half = mdm.MDMConfig(**{**mdm._config_to_dict(TINY), "iterations": 3})
-    mdm.train_mdm(samples, tmp_path / "b", half, progress=False)
+    mdm_train.train_mdm(samples, tmp_path / "b", half, progress=False)
     assert mdm.load_checkpoint(tmp_path / "b" / mdm.CHECKPOINT_NAME)["step"] == 3
-    resumed = mdm.train_mdm(samples, tmp_path / "b", TINY, progress=False)
+    resumed = mdm_train.train_mdm(samples, tmp_path / "b", TINY, progress=False)
     a, b = mdm.load_checkpoint(straight), mdm.load_checkpoint(resumed)
     assert a["step"] == b["step"] == 6
     for key in ("model", "ema"):
@@ -228,21 +228,21 @@ def test_resume_gives_identical_weights(tmp_path):
     assert [r["loss"] for r in la] == [r["loss"] for r in lb]
     # A finished run returns at once without touching the file.
     mtime = resumed.stat().st_mtime_ns
-    assert mdm.train_mdm(samples, tmp_path / "b", TINY, progress=False) == resumed
+    assert mdm_train.train_mdm(samples, tmp_path / "b", TINY, progress=False) == resumed
     assert resumed.stat().st_mtime_ns == mtime
 
 
 def test_mismatched_or_corrupt_checkpoint_is_named(tmp_path):
     samples = tiny_samples(tmp_path, n=4)
-    path = mdm.train_mdm(samples, tmp_path / "run", mdm.MDMConfig(**{**mdm._config_to_dict(TINY),
+    path = mdm_train.train_mdm(samples, tmp_path / "run", mdm.MDMConfig(**{**mdm._config_to_dict(TINY),
                                                                       "iterations": 1}), progress=False)
     other = mdm.MDMConfig(**{**mdm._config_to_dict(TINY), "hidden": 8})
     with pytest.raises(mdm.MDMCheckpointError, match=r"mdm\.pt.*hidden=16"):
-        mdm.train_mdm(samples, tmp_path / "run", other, progress=False)
+        mdm_train.train_mdm(samples, tmp_path / "run", other, progress=False)
     with pytest.raises(mdm.MDMCheckpointError, match="other data"):
-        mdm.train_mdm(samples[:3], tmp_path / "run", TINY, progress=False)
+        mdm_train.train_mdm(samples[:3], tmp_path / "run", TINY, progress=False)
     path.write_bytes(path.read_bytes()[:100])
-    with pytest.raises(mdm.MDMCheckpointError, match=rf"{path.name}.*corrupt.*benchmarks\.baselines\.mdm train"):
+    with pytest.raises(mdm.MDMCheckpointError, match=rf"{path.name}.*corrupt.*benchmarks\.baselines\.mdm_train"):
         mdm.MDMFitter.load(path)
     with pytest.raises(mdm.MDMCheckpointError, match="no MDM checkpoint"):
         mdm.MDMFitter.load(tmp_path / "missing.pt")
@@ -250,7 +250,7 @@ def test_mismatched_or_corrupt_checkpoint_is_named(tmp_path):
 
 def test_fitter_contract(tmp_path):
     samples = tiny_samples(tmp_path, n=4)
-    path = mdm.train_mdm(samples, tmp_path / "run", TINY, progress=False)
+    path = mdm_train.train_mdm(samples, tmp_path / "run", TINY, progress=False)
     for mirror in (False, True):
         fitter = mdm.MDMFitter.load(path, mirror=mirror)
         image = samples[0].image()
@@ -270,7 +270,7 @@ def test_fitter_round_trips_an_untrained_network(tmp_path):
     shape = face68(rng, centre=(150.0, 100.0), size=150.0)
     model = mdm.MDMNet(TINY)
     torch.nn.init.zeros_(model.predict.weight)   # no updates at all
-    fitter = mdm.MDMFitter(model, TINY, mdm.mean_shape([shape], TINY.reference_diagonal))
+    fitter = mdm.MDMFitter(model, TINY, mdm_frame.mean_shape([shape], TINY.reference_diagonal))
     np.testing.assert_allclose(fitter(image, shape), shape, atol=1e-4)
 
 
@@ -281,7 +281,7 @@ def test_unknown_preset_names_valid_ones():
 
 def test_cli_trains(tmp_path, monkeypatch):
     samples = tiny_samples(tmp_path, n=3)
-    monkeypatch.setattr(mdm.datasets, "load_dataset", lambda name, root, split: samples)
+    monkeypatch.setattr(mdm_train.datasets, "load_dataset", lambda name, root, split: samples)
     monkeypatch.setitem(mdm.PRESETS, "cpu", {**mdm._config_to_dict(TINY), "iterations": 2})
-    assert mdm.main(["train", "--root", str(tmp_path), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    assert mdm_train.main(["--root", str(tmp_path), "--out", str(tmp_path / "out"), "--quiet"]) == 0
     assert mdm.load_checkpoint(tmp_path / "out" / mdm.CHECKPOINT_NAME)["step"] == 2

@@ -5,6 +5,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from densereg.geometry import camera as C
+from densereg.geometry import raster_bench as B
 from densereg.geometry import rasterize as R
 
 
@@ -104,11 +106,11 @@ def test_crossing_planes_switch_along_their_intersection():
 
 
 def test_sphere_shows_only_its_front_half():
-    vertices, tris, uv = R.uv_sphere(24, 48)
+    vertices, tris, uv = B.uv_sphere(24, 48)
     rng = np.random.default_rng(3)
     for yaw, pitch, roll in rng.uniform(-np.pi, np.pi, size=(3, 3)):
-        rot = R.rotation_matrix(yaw, pitch, roll)
-        r = R.rasterize(R.project_ortho(vertices, rot, 20.0, 31.5, 31.5), tris, uv, 64, 64)
+        rot = C.rotation_matrix(yaw, pitch, roll)
+        r = R.rasterize(C.project_ortho(vertices, rot, 20.0, 31.5, 31.5), tris, uv, 64, 64)
         u, v = r.attr[..., 0][r.mask], r.attr[..., 1][r.mask]
         # Back to the 3-D point each rendered (u, v) names; in camera space it must face the viewer.
         theta, phi = np.pi * v, 2 * np.pi * u - np.pi
@@ -159,7 +161,7 @@ def test_jittered_grid_has_no_cracks_or_double_cover(snap):
     if snap:
         xx[inner], yy[inner] = np.round(xx[inner]), np.round(yy[inner])
     verts = np.stack([xx.ravel(), yy.ravel(), rng.uniform(0, 1, n * n)], 1)
-    _, tris, _ = R.height_field(n)
+    _, tris, _ = B.height_field(n)
     count = _coverage_count(verts, tris, 44, 44)
     rows, cols = np.mgrid[0:44, 0:44]
     np.testing.assert_array_equal(count, (cols >= 4) & (cols <= 40) & (rows >= 4) & (rows <= 40))
@@ -171,19 +173,19 @@ def test_jittered_grid_has_no_cracks_or_double_cover(snap):
 
 def test_rotation_matrix_convention():
     nose = np.array([0.0, 0.0, 1.0])
-    assert (R.rotation_matrix(0.3, 0, 0) @ nose)[0] > 0  # yaw > 0: nose to the viewer's right
-    assert (R.rotation_matrix(0, 0.3, 0) @ nose)[1] < 0  # pitch > 0: nose down
-    assert (R.rotation_matrix(0, 0, 0.3) @ np.array([1.0, 0.0, 0.0]))[1] > 0  # roll > 0: counter-clockwise
-    rot = R.rotation_matrix(0.4, -0.7, 1.1)
+    assert (C.rotation_matrix(0.3, 0, 0) @ nose)[0] > 0  # yaw > 0: nose to the viewer's right
+    assert (C.rotation_matrix(0, 0.3, 0) @ nose)[1] < 0  # pitch > 0: nose down
+    assert (C.rotation_matrix(0, 0, 0.3) @ np.array([1.0, 0.0, 0.0]))[1] > 0  # roll > 0: counter-clockwise
+    rot = C.rotation_matrix(0.4, -0.7, 1.1)
     np.testing.assert_allclose(rot @ rot.T, np.eye(3), atol=1e-12)
-    np.testing.assert_allclose(R.rotation_matrix(0.4, 0.5, 0.6),
-                               R.rotation_matrix(0, 0, 0.6) @ R.rotation_matrix(0.4, 0, 0)
-                               @ R.rotation_matrix(0, 0.5, 0), atol=1e-12)
+    np.testing.assert_allclose(C.rotation_matrix(0.4, 0.5, 0.6),
+                               C.rotation_matrix(0, 0, 0.6) @ C.rotation_matrix(0.4, 0, 0)
+                               @ C.rotation_matrix(0, 0.5, 0), atol=1e-12)
 
 
 def test_project_ortho_by_hand():
     # yaw 90°: (1, 2, 3) → R v = (3, 2, -1); scale 2 → (6, 4, -2); x = 6 + 10, y = 20 - 4.
-    out = R.project_ortho(np.array([[1.0, 2.0, 3.0]]), R.rotation_matrix(np.pi / 2, 0, 0), 2.0, 10.0, 20.0)
+    out = C.project_ortho(np.array([[1.0, 2.0, 3.0]]), C.rotation_matrix(np.pi / 2, 0, 0), 2.0, 10.0, 20.0)
     np.testing.assert_allclose(out, [[16.0, 16.0, -2.0]], atol=1e-12)
 
 
@@ -198,13 +200,13 @@ def test_project_ortho_by_hand():
     ([np.pi / 2, np.pi / 2, 0, 0, 0, 0, 1], [-4.0, 99.0, -2.0]),
 ], ids=["yaw", "pitch", "roll", "pitch-then-yaw"])
 def test_project_3ddfa_by_hand(pose, expected):
-    out = R.project_3ddfa(np.array([[1.0, 2.0, 3.0]]), pose, height=100)
+    out = C.project_3ddfa(np.array([[1.0, 2.0, 3.0]]), pose, height=100)
     np.testing.assert_allclose(out[0], expected, atol=1e-12)
 
 
 def test_project_3ddfa_rejects_a_short_pose():
     with pytest.raises(ValueError, match="7 numbers"):
-        R.project_3ddfa(np.zeros((1, 3)), [0, 0, 0, 0, 0, 0], 100)
+        C.project_3ddfa(np.zeros((1, 3)), [0, 0, 0, 0, 0, 0], 100)
 
 
 def test_perspective_interpolation_is_exact_on_a_tilted_plane():
@@ -212,7 +214,7 @@ def test_perspective_interpolation_is_exact_on_a_tilted_plane():
     corners = np.array([[-4.0, -4.0], [4.0, -4.0], [4.0, 4.0], [-4.0, 4.0]])
     verts = np.column_stack([corners, -10.0 - 0.5 * corners[:, 0]])
     tris = np.array([[0, 1, 2], [0, 2, 3]])
-    img = R.project_perspective(verts, np.eye(3), np.zeros(3), focal=40.0, cx=32.0, cy=32.0)
+    img = C.project_perspective(verts, np.eye(3), np.zeros(3), focal=40.0, cx=32.0, cy=32.0)
     exact = R.rasterize(img, tris, verts[:, 0], 64, 64, perspective_correct=True)
     affine = R.rasterize(img, tris, verts[:, 0], 64, 64)
     rows, cols = np.nonzero(exact.mask)
@@ -228,7 +230,7 @@ def test_perspective_interpolation_is_exact_on_a_tilted_plane():
 
 def test_project_perspective_rejects_points_behind_the_camera():
     with pytest.raises(ValueError, match="in front of the camera"):
-        R.project_perspective(np.array([[0.0, 0.0, 1.0]]), np.eye(3), np.zeros(3), 10.0, 0.0, 0.0)
+        C.project_perspective(np.array([[0.0, 0.0, 1.0]]), np.eye(3), np.zeros(3), 10.0, 0.0, 0.0)
 
 
 # --------------------------------------------------------------------------------- DenseReg targets
@@ -267,7 +269,7 @@ def test_render_gt_flat_foreground_is_all_closest_and_empty_image_is_background(
 # ---------------------------------------------------------------------- landmark-style UV read-back
 
 def _readback_errors(vertices, tris, uv, rot, size=128, scale=50.0):
-    verts_img = R.project_ortho(vertices, rot, scale, size / 2, size / 2)
+    verts_img = C.project_ortho(vertices, rot, scale, size / 2, size / 2)
     r = R.rasterize(verts_img, tris, uv, size, size)
     # margin/max_step leave out silhouette and occlusion-edge vertices (a bump hiding the slope behind it).
     seen = R.visible_vertices(verts_img, r.depth, tol=1.0, margin=2, max_step=5.0)
@@ -277,15 +279,15 @@ def _readback_errors(vertices, tris, uv, rot, size=128, scale=50.0):
 
 @pytest.mark.parametrize("yaw, pitch, roll", [(0.0, 0.0, 0.0), (0.45, -0.2, 0.1), (-0.6, 0.3, -0.25)])
 def test_visible_vertices_read_back_within_one_pixel(yaw, pitch, roll):
-    vertices, tris, uv = R.height_field(41, bumps=0.08)
-    ids, err = _readback_errors(vertices, tris, uv, R.rotation_matrix(yaw, pitch, roll))
+    vertices, tris, uv = B.height_field(41, bumps=0.08)
+    ids, err = _readback_errors(vertices, tris, uv, C.rotation_matrix(yaw, pitch, roll))
     assert len(ids) > 0.6 * len(vertices)
     assert err.max() <= 1.0
 
 
 def test_readback_detects_a_wrong_uv_map():
-    vertices, tris, uv = R.height_field(41, bumps=0.08)
-    verts_img = R.project_ortho(vertices, R.rotation_matrix(0.3, 0.1, 0.0), 50.0, 64, 64)
+    vertices, tris, uv = B.height_field(41, bumps=0.08)
+    verts_img = C.project_ortho(vertices, C.rotation_matrix(0.3, 0.1, 0.0), 50.0, 64, 64)
     flipped = uv * [1.0, -1.0] + [0.0, 1.0]  # v upside down: what a template with the wrong v direction gives
     r = R.rasterize(verts_img, tris, flipped, 128, 128)
     ids = np.flatnonzero(R.visible_vertices(verts_img, r.depth, margin=2))
@@ -293,8 +295,8 @@ def test_readback_detects_a_wrong_uv_map():
 
 
 def test_visible_vertices_excludes_hidden_and_silhouette_vertices():
-    vertices, tris, uv = R.uv_sphere(16, 32)
-    verts_img = R.project_ortho(vertices, np.eye(3), 20.0, 32.0, 32.0)
+    vertices, tris, uv = B.uv_sphere(16, 32)
+    verts_img = C.project_ortho(vertices, np.eye(3), 20.0, 32.0, 32.0)
     r = R.rasterize(verts_img, tris, uv, 64, 64)
     seen = R.visible_vertices(verts_img, r.depth, tol=1.0)
     assert not seen[vertices[:, 2] < -0.2].any() and seen[vertices[:, 2] > 0.8].all()
@@ -313,7 +315,7 @@ def test_bfm_mean_face_with_a_300wlp_pose(real_fixtures):
     tris = scipy_io.loadmat(bfm / "tri.mat")["tri"].T.astype(np.int64) - 1
     uv = scipy_io.loadmat(bfm / "BFM_UV.mat")["UV"]
     fit = scipy_io.loadmat(real_fixtures / "300W_LP" / "AFW" / "AFW_134212_1_0.mat")
-    verts_img = R.project_3ddfa(shape, fit["Pose_Para"], height=450)
+    verts_img = C.project_3ddfa(shape, fit["Pose_Para"], height=450)
     # The mean face is not the fitted identity, but the pose alone brings its landmarks near pt2d (1-based);
     # a wrong rotation convention (e.g. the transpose) puts them ~120 px away.
     err = np.linalg.norm(verts_img[keypoints, :2] - (fit["pt2d"].T - 1), axis=1)
@@ -331,13 +333,13 @@ def test_bfm_mean_face_with_a_300wlp_pose(real_fixtures):
 # ------------------------------------------------------------------------------------------ benchmark
 
 def test_benchmark_runs_and_fills_about_half_the_image(capsys):
-    result = R.benchmark("sphere", n_triangles=2000, size=64, renders=3)
+    result = B.benchmark("sphere", n_triangles=2000, size=64, renders=3)
     assert 1800 < result["triangles"] < 2200 and result["renders_per_s"] > 0
     assert 0.4 < result["foreground_fraction"] < 0.6
-    R.main(["--bench", "--mesh", "heightfield", "--triangles", "500", "--size", "32", "--renders", "2"])
+    B.main(["--bench", "--mesh", "heightfield", "--triangles", "500", "--size", "32", "--renders", "2"])
     assert "renders/s" in capsys.readouterr().out
 
 
 def test_bench_mesh_lookup_names_valid_keys():
     with pytest.raises(KeyError, match="heightfield"):
-        R.bench_mesh("cube", 100)
+        B.bench_mesh("cube", 100)

@@ -7,15 +7,16 @@ import torch
 from benchmarks import metrics, records as provenance
 from benchmarks.experiments import segmentation
 from densereg.nn import deeplab, train
-from densereg.geometry import rasterize
-from densereg.geometry.template import PARTS, builtin_face
+from densereg.geometry import camera, rasterize
+from densereg.geometry.template import PARTS
+from densereg.geometry.templates import builtin_face
 
 
 @pytest.fixture(scope="module")
 def frontal():
     """The built-in template rendered frontally in a 128×128 image (eyes about 60 px apart)."""
     tpl = builtin_face()
-    verts = rasterize.project_ortho(tpl.vertices, np.eye(3), 60.0, 64.0, 64.0)
+    verts = camera.project_ortho(tpl.vertices, np.eye(3), 60.0, 64.0, 64.0)
     return tpl, verts, rasterize.render_gt(tpl, verts, 128, 128)
 
 

@@ -1,11 +1,13 @@
 """The synthetic benchmark: determinism, native formats read back, landmarks and dense GT consistent."""
 
+import os
+
 import numpy as np
 import pytest
 
-from densereg.data import datasets, formats, groundtruth, synth
+from densereg.data import check, datasets, formats, groundtruth, synth
 from densereg.geometry import rasterize
-from densereg.geometry.template import builtin_face
+from densereg.geometry.templates import builtin_face
 
 
 def test_render_scene_is_deterministic():
@@ -30,7 +32,7 @@ def test_generated_tree_reads_back_with_the_real_readers(tiny_synth):
     assert all("fitting" in s.extras for s in lp + test + helen)
     manifest = synth.read_manifest(tiny_synth)
     assert manifest["counts"] == {"train": 6, "test": 4, "helen": 2}
-    problems, counts = datasets.check_tree(tiny_synth)
+    problems, counts = check.check_tree(tiny_synth)
     assert problems == [] and counts["mat"] == 12
 
 
@@ -81,3 +83,58 @@ def test_preview_grid(tiny_synth, tmp_path):
     out = synth.preview(tiny_synth, tmp_path / "grid.png", n=4)
     img = formats.read_image(out)
     assert img.shape[0] == 2 * synth.IMAGE_SIZE and img.shape[1] == 4 * synth.IMAGE_SIZE
+
+
+def test_interrupted_generation_leaves_no_temp_folder(tmp_path, monkeypatch):
+    calls = []
+
+    def interrupted(item):
+        calls.append(item)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return synth._render_and_write(item)
+
+    monkeypatch.setattr(synth, "_render_and_write", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        synth.generate(tmp_path / "bench", counts={"train": 2, "test": 1, "helen": 0}, workers=1, progress=False)
+    assert len(calls) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == []       # neither bench/ nor bench.tmp-<pid>/
+
+
+def test_stale_temp_folders_of_dead_processes_are_removed(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    dead_pid = int(dead.stdout)
+    (tmp_path / f"bench.tmp-{dead_pid}").mkdir()
+    (tmp_path / f"bench.tmp-{dead_pid}" / "half.png").write_bytes(b"x")
+    (tmp_path / f"bench.tmp-{os.getppid()}").mkdir()                 # a live process's build: left alone
+    monkeypatch.setattr(synth, "_render_and_write", lambda item: None)
+    synth.generate(tmp_path / "bench", counts={"train": 1, "test": 0, "helen": 0}, workers=1, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench", f"bench.tmp-{os.getppid()}"]
+
+
+def test_generate_never_replaces_a_folder_it_did_not_create(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("precious")
+    with pytest.raises(FileExistsError, match="synth.json"):
+        synth.generate(tmp_path / "mine", counts={"train": 1, "test": 0, "helen": 0}, workers=1, progress=False)
+    assert (tmp_path / "mine" / "thesis.tex").read_text() == "precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
+
+
+def test_manifest_records_background_photos_and_a_change_rebuilds(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(synth, "_render_and_write", lambda item: calls.append(item))
+    monkeypatch.setattr(synth.os, "cpu_count", lambda: 1)     # one worker: render in this process
+    counts = {"train": 1, "test": 0, "helen": 0}
+    synth.ensure_synthetic(tmp_path / "bench", counts=counts)
+    assert synth.read_manifest(tmp_path / "bench")["background_photos"] == synth.appearance.background_photos()
+    synth.ensure_synthetic(tmp_path / "bench", counts=counts)
+    assert len(calls) == 1                                   # same environment: reused
+    monkeypatch.setattr(synth.appearance, "background_photos", lambda: ["only-this.jpg"])
+    synth.ensure_synthetic(tmp_path / "bench", counts=counts)
+    assert len(calls) == 2                                   # other photos: rebuilt
+    assert synth.read_manifest(tmp_path / "bench")["background_photos"] == ["only-this.jpg"]

@@ -9,7 +9,8 @@ from scipy import io as sio
 
 from densereg.geometry import template as tp
 from densereg.geometry.bfm import load_bfm
-from densereg.geometry.template import PARTS, Template, builtin_face, get_template
+from densereg.geometry.template import PARTS, Template
+from densereg.geometry.templates import builtin_face, get_template, template_for
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +53,7 @@ def test_builtin_is_cached_and_read_only(face):
 
 def test_builtin_builds_fast():
     start = time.perf_counter()
-    tp.builtin_face.__wrapped__()
+    builtin_face.__wrapped__()
     assert time.perf_counter() - start < 4.0      # ~0.8 s measured; generous for a loaded 2-core machine
 
 
@@ -264,6 +265,19 @@ def test_registry_lookup(face, tmp_path):
         get_template("no-such-template")
     _fake_bfm_npy(tmp_path)
     assert get_template(tmp_path).name == "bfm"
+
+
+def test_template_for_a_fitting_model(face, tmp_path, monkeypatch):
+    assert template_for("builtin") is face
+    with pytest.raises(ValueError, match="unknown fitting model 'nope'"):
+        template_for("nope")
+    monkeypatch.delenv("DENSEREG_BFM", raising=False)
+    monkeypatch.setenv("DENSEREG_DATA", str(tmp_path))          # no BFM folder under it
+    with pytest.raises(FileNotFoundError, match="DENSEREG_BFM"):
+        template_for("bfm")
+    (tmp_path / "BFM").mkdir()
+    _fake_bfm_npy(tmp_path / "BFM")
+    assert template_for("bfm").name == "bfm"
 
 
 # ------------------------------------------------------------------------------------------------ the BFM

@@ -1,7 +1,7 @@
 """The ``aam`` fitter: menpofit's patch AAM fitted by Wiberg inverse-compositional Lucas-Kanade.
 
-    python -m benchmarks.baselines.aam train --root ROOT --out PATH [--max-images N]
-    python -m benchmarks.baselines.aam evaluate --root ROOT --model PATH [--n 30]
+(trained by ``python -m benchmarks.baselines.aam_train --root ROOT --out PATH [--max-images N]``; the harness,
+``benchmarks.run``, evaluates it as the ``aam`` fitter.)
 
 Paper Sec. 4.3 refines each initialisation with an Active Appearance Model. We use the one the menpo team
 published for faces: a **patch-based AAM** (appearance = patches sampled around the landmarks, no piecewise
@@ -14,26 +14,24 @@ menpo/menpofit are imported only through :mod:`benchmarks.baselines.menpo` (they
 inside functions, so importing this module is cheap. menpo keeps points as ``(y, x)``; the swap to and from
 the project's ``(x, y)`` happens only in :func:`to_menpo_image` and :func:`from_menpo_points`.
 
-``train`` writes one pickle holding the trained model, the resolved :class:`AAMConfig` and the training
-provenance (atomically); :meth:`AAMFitter.load` reads it back and names the ``train`` command when the file is
-missing or unreadable.
+Training (:mod:`benchmarks.baselines.aam_train`) writes one pickle holding the trained model, the resolved
+:class:`AAMConfig` and the training provenance (atomically); :meth:`AAMFitter.load` reads it back through a
+restricted unpickler (:data:`SAFE_GLOBALS`) and names the training command when the file is missing, unreadable
+or refers to anything an AAM does not hold.
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 import pickle
-import sys
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks.baselines.artefacts import ArtefactError
 from benchmarks.baselines.menpo import import_menpo, import_menpofit
-from benchmarks.records import atomic_write_bytes
+from densereg.registry import lookup
 
 ARTEFACT_FORMAT = 1  # bump when the pickled dict changes shape
 
@@ -43,7 +41,7 @@ LUMINOSITY = np.array([0.2989, 0.5870, 0.1140])
 
 def build_command(out, root="ROOT"):
     """The command line that trains the AAM stored at ``out``."""
-    return f"python -m benchmarks.baselines.aam train --root {root} --out {out}"
+    return f"python -m benchmarks.baselines.aam_train --root {root} --out {out}"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -115,11 +113,9 @@ def crop_around(image, points, margin):
 # Configuration
 
 
-def _feature(name):
+def feature(name):
     """The ``menpo.feature`` function called ``name`` (see :data:`FEATURES`)."""
-    if name not in FEATURES:
-        raise KeyError(f"unknown AAM feature {name!r}; valid: {', '.join(sorted(FEATURES))}")
-    return getattr(import_menpo("feature"), FEATURES[name])
+    return getattr(import_menpo("feature"), lookup(FEATURES, name, "AAM feature"))
 
 
 # Dense features menpo 0.11.1 can compute without optional C libraries (fast_dsift needs cyvlfeat; HOG and LBP
@@ -184,71 +180,38 @@ class AAMConfig:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Training
+# Loading a trained AAM without running code from the file
 
 
-def _training_image(sample, config):
-    """One training sample as a greyscale menpo image cropped around its landmarks (group ``"PTS"``)."""
-    crop, offset = crop_around(sample.image(), sample.landmarks, config.crop_margin)
-    return to_menpo_image(crop, sample.landmarks - offset, greyscale=True)
+# Every global a trained AAM's pickle refers to, recorded by training a patch AAM with each FEATURES entry
+# (menpo 0.11.1, menpofit 0.7.1, NumPy 2.2, pickle protocol 5), plus NumPy's array reconstructors of older
+# protocols. Admitting a global lets a pickle call it; none of these can run a command or touch a file.
+SAFE_GLOBALS = frozenset({
+    ("menpo.feature.features", "es"), ("menpo.feature.features", "gradient"),
+    ("menpo.feature.features", "igo"), ("menpo.feature.features", "no_op"),
+    ("menpo.image.base", "Image"), ("menpo.model.pca", "PCAModel"), ("menpo.shape.pointcloud", "PointCloud"),
+    ("menpofit.aam.base", "PatchAAM"), ("menpofit.modelinstance", "OrthoPDM"),
+    ("menpofit.modelinstance", "_SimilarityModel"),
+    ("menpofit.transform.homogeneous", "DifferentiableAlignmentSimilarity"),
+    ("numpy", "dtype"), ("numpy", "ndarray"), ("numpy._core.numeric", "_frombuffer"),
+    ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "_reconstruct"),
+})
 
 
-def pick_training_samples(samples, max_images, seed):
-    """The annotated samples, reduced to a seeded random subset of ``max_images`` (sorted by name)."""
-    annotated = [s for s in samples if s.landmarks is not None]
-    if max_images is not None and len(annotated) > max_images:
-        keep = np.random.default_rng(seed).choice(len(annotated), size=max_images, replace=False)
-        annotated = [annotated[i] for i in sorted(keep)]
-    return annotated
+class _AAMUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only :data:`SAFE_GLOBALS` (so ``__reduce__`` can call nothing else)."""
 
-
-def train_aam(samples, out_path, config=None, progress=True):
-    """Train a patch AAM on ``samples`` and store it, with its config and provenance, at ``out_path``.
-
-    Args:
-        samples: ``datasets.Sample`` list of the active training split (those without landmarks are skipped).
-        out_path: the pickle to write (atomically).
-        config: :class:`AAMConfig` (defaults if None).
-        progress: show a progress bar for image loading and menpofit's training log.
-
-    Returns:
-        The :class:`AAMFitter` of the trained model.
-
-    Raises:
-        ValueError: fewer than 2 annotated samples.
-    """
-    config = config or AAMConfig()
-    PatchAAM = import_menpofit("aam").PatchAAM
-    chosen = pick_training_samples(samples, config.max_images, config.seed)
-    if len(chosen) < 2:
-        raise ValueError(f"need at least 2 annotated training samples to train an AAM, got {len(chosen)}")
-    start = time.perf_counter()
-    from tqdm import tqdm
-
-    images = [_training_image(s, config)
-              for s in tqdm(chosen, desc="AAM: loading training images", disable=not progress, file=sys.stderr)]
-    # The largest component counts a small training set can support (PCA rank is at most n_images - 1).
-    max_shape = min(config.max_shape_components, len(images) - 1)
-    max_appearance = min(config.max_appearance_components, len(images) - 1)
-    aam = PatchAAM(images, group="PTS", holistic_features=_feature(config.features), diagonal=config.diagonal,
-                   scales=tuple(config.scales), patch_shape=[tuple(p) for p in config.patch_shape],
-                   max_shape_components=max_shape, max_appearance_components=max_appearance, verbose=progress)
-    seconds = time.perf_counter() - start
-    artefact = {
-        "format": ARTEFACT_FORMAT,
-        "aam": aam,
-        "config": asdict(config),
-        "n_train": len(images),
-        "train_names": [s.name for s in chosen],
-        "train_seconds": round(seconds, 2),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    atomic_write_bytes(out_path, pickle.dumps(artefact, protocol=pickle.HIGHEST_PROTOCOL))
-    return AAMFitter(aam, config, info={k: v for k, v in artefact.items() if k != "aam"})
+    def find_class(self, module, name):
+        if (module, name) not in SAFE_GLOBALS:
+            raise pickle.UnpicklingError(f"refusing the global {module}.{name}: not a class an AAM holds")
+        return super().find_class(module, name)
 
 
 def load_artefact(path):
-    """The dict stored by :func:`train_aam` at ``path``.
+    """The dict stored by :func:`benchmarks.baselines.aam_train.train_aam` at ``path``.
+
+    Read with :class:`_AAMUnpickler`, so a planted file cannot run code: only the globals an AAM holds are
+    admitted, and anything else stops the load before it is looked up.
 
     Raises:
         ArtefactError: the file is missing, cannot be unpickled, or is not an AAM artefact of this format;
@@ -261,8 +224,8 @@ def load_artefact(path):
     import_menpofit()  # the pickle references menpofit classes, which need the shim first
     try:
         with open(path, "rb") as f:
-            artefact = pickle.load(f)
-    except Exception as e:  # truncated / foreign files raise many types; all mean "rebuild it"
+            artefact = _AAMUnpickler(f).load()
+    except Exception as e:  # truncated / foreign / planted files raise many types; all mean "rebuild it"
         raise ArtefactError(path, f"not a readable AAM pickle ({type(e).__name__}: {e})", command) from e
     if not isinstance(artefact, dict) or artefact.get("format") != ARTEFACT_FORMAT or "aam" not in artefact:
         found = artefact.get("format") if isinstance(artefact, dict) else type(artefact).__name__
@@ -384,71 +347,3 @@ class AAMFitter:
             self.n_nonfinite += 1
             return np.array(shape, dtype=np.float64, copy=True)
         return final
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Command line
-
-
-def _evaluate(args):
-    """Fit the AAM from the training mean shape placed in each test face's GT box; print NME and time."""
-    from benchmarks import metrics
-    from benchmarks.initialisers import BoxToShape
-    from densereg.data import datasets
-
-    fitter = AAMFitter.load(args.model)
-    regression = BoxToShape.from_samples(datasets.load_dataset(args.dataset, args.root, "train"))
-    test = datasets.load_dataset(args.dataset, args.root, args.split)[: args.n]
-    before, after, seconds = [], [], []
-    for sample in test:
-        image = sample.image()
-        init = regression(sample.box)
-        start = time.perf_counter()
-        final = fitter(image, init)
-        seconds.append(time.perf_counter() - start)
-        before.append(metrics.nme(init, sample.landmarks))
-        after.append(metrics.nme(final, sample.landmarks))
-    before, after = np.array(before), np.array(after)
-    print(f"{len(test)} {args.dataset}/{args.split} images of {args.root}, AAM {args.model} "
-          f"(trained on {fitter.info.get('n_train')} images in {fitter.info.get('train_seconds')} s)")
-    print(f"NME (outer eye) from the box-placed mean shape: mean {before.mean():.4f} -> {after.mean():.4f}, "
-          f"median {np.median(before):.4f} -> {np.median(after):.4f}; improved on "
-          f"{int((after < before).sum())}/{len(test)}")
-    print(f"fit time: mean {np.mean(seconds):.3f} s, median {np.median(seconds):.3f} s per face")
-
-
-def main(argv=None):
-    """Entry point of ``python -m benchmarks.baselines.aam``."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.baselines.aam", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="train a patch AAM on a training split and store it")
-    train.add_argument("--root", required=True, type=Path, help="data root laid out as densereg.data.datasets.LAYOUT")
-    train.add_argument("--out", required=True, type=Path, help="the artefact pickle to write")
-    train.add_argument("--dataset", default="300w", help="dataset whose training split is used (default 300w)")
-    train.add_argument("--split", default="train")
-    train.add_argument("--max-images", type=int, default=AAMConfig.max_images,
-                       help=f"random subset of training images (default {AAMConfig.max_images}; 0 = all)")
-    train.add_argument("--features", default=AAMConfig.features, choices=sorted(FEATURES))
-    train.add_argument("--seed", type=int, default=AAMConfig.seed)
-    evaluate = sub.add_parser("evaluate", help="NME before/after fitting from the box-placed mean shape")
-    evaluate.add_argument("--root", required=True, type=Path)
-    evaluate.add_argument("--model", required=True, type=Path)
-    evaluate.add_argument("--dataset", default="300w")
-    evaluate.add_argument("--split", default="test")
-    evaluate.add_argument("--n", type=int, default=30, help="number of test images (the first N by name)")
-    args = parser.parse_args(argv)
-
-    if args.command == "train":
-        from densereg.data import datasets
-
-        config = AAMConfig(max_images=args.max_images or None, features=args.features, seed=args.seed)
-        samples = datasets.load_dataset(args.dataset, args.root, args.split)
-        fitter = train_aam(samples, args.out, config)
-        print(f"wrote {args.out}: patch AAM on {fitter.info['n_train']} {args.dataset}/{args.split} images "
-              f"in {fitter.info['train_seconds']} s")
-    else:
-        _evaluate(args)
-
-
-if __name__ == "__main__":
-    main()

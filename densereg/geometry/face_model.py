@@ -3,7 +3,7 @@
 A cylindrical grid surface r(θ, h) around a vertical axis behind the face, built from smooth bumps, with the
 lips cut apart along the mouth line so the mouth can open (the opening is a hole in the mesh). This module
 holds its geometry: the surface construction, the mouth cut, the 68 landmark vertices, the identity and
-expression displacement modes. :func:`densereg.geometry.template.builtin_face` is the cached entry point; it calls
+expression displacement modes. :func:`densereg.geometry.templates.builtin_face` is the cached entry point; it calls
 :func:`build_face` here.
 
 The face is built in "face units" first (outer eye corners at height 0, about 1 apart), then rescaled so the
@@ -256,7 +256,7 @@ def _jaw_contour(pts, n=17, top=0.0, centre_y=-0.45):
 
 
 def build_face() -> Template:
-    """Builds the built-in face template (no files); :func:`densereg.geometry.template.builtin_face` caches it.
+    """Builds the built-in face template (no files); :func:`densereg.geometry.templates.builtin_face` caches it.
 
     A cylindrical grid surface r(θ, h) around a vertical axis behind the face: a smooth super-elliptic head
     plus Gaussian-shaped features (brow ridge, eye sockets with eyeballs and lids, nose with alae and

@@ -1,8 +1,7 @@
 """Ground-truth renderer: a posed 3D mesh → per-pixel UV, depth, visibility and part label (paper Sec. 2).
 
-    python -m densereg.geometry.rasterize --bench --triangles 20000 --size 256
-
-(the command above times the renderer on one core; the module is otherwise a library.)
+(``python -m densereg.geometry.raster_bench`` times it.) Cameras that put a mesh in the image frame are in
+:mod:`densereg.geometry.camera`.
 
 DenseReg's training targets come from rasterising a fitted 3D face whose vertices carry template
 coordinates ``(u, v)``: every pixel takes the UV of the nearest surface through it, found by z-buffering.
@@ -18,123 +17,22 @@ on it. To make that rule exact, vertex positions are snapped to 1/256 pixel and 
 64-bit integers (as GPU rasterisers do). Triangles are drawn whichever way they face (no culling), so the
 nearest surface always wins, at silhouettes and where the back of a mesh shows.
 
-Perspective: :func:`project_perspective` puts *inverse* depth ``1/d`` in the z column; it is exactly affine in
-screen space, so the z-buffer is exact, and ``rasterize(..., perspective_correct=True)`` turns the
+Perspective: :func:`densereg.geometry.camera.project_perspective` puts *inverse* depth ``1/d`` in the z
+column; it is exactly affine in screen space, so the z-buffer is exact, and ``rasterize(..., perspective_correct=True)`` turns the
 screen-space barycentrics into perspective-correct ones.
 """
 
 from __future__ import annotations
 
-import argparse
-import time
 from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
 
+from densereg.geometry.camera import as_vertices
+
 SUBPIXEL = 256  # fixed-point steps per pixel (8 sub-pixel bits); vertex positions move by at most 1/512 px
 _MAX_COORD = float(2**20)  # |x|, |y| beyond this (pixels) cannot be held exactly; such triangles are skipped
-
-
-# ----------------------------------------------------------------------------------------------- cameras
-
-def rotation_matrix(yaw: float, pitch: float, roll: float) -> np.ndarray:
-    """Our own pose convention: ``R = Rz(roll) @ Ry(yaw) @ Rx(pitch)``, right-handed, angles in radians.
-
-    In template space (x to the viewer's right, y up, z out of the face towards the camera):
-
-    * positive **yaw** (about y) turns the nose towards the viewer's right (image +x);
-    * positive **pitch** (about x) tilts the nose down (the face looks down);
-    * positive **roll** (about z) turns the face counter-clockwise as seen in the image.
-
-    Returns:
-        3×3 float64 rotation matrix acting on column vectors (``p = R @ v``).
-    """
-    cy, sy = np.cos(yaw), np.sin(yaw)
-    cp, sp = np.cos(pitch), np.sin(pitch)
-    cr, sr = np.cos(roll), np.sin(roll)
-    rx = np.array([[1.0, 0.0, 0.0], [0.0, cp, -sp], [0.0, sp, cp]])
-    ry = np.array([[cy, 0.0, sy], [0.0, 1.0, 0.0], [-sy, 0.0, cy]])
-    rz = np.array([[cr, -sr, 0.0], [sr, cr, 0.0], [0.0, 0.0, 1.0]])
-    return rz @ ry @ rx
-
-
-def _as_vertices(vertices) -> np.ndarray:
-    vertices = np.asarray(vertices, dtype=np.float64)
-    if vertices.ndim != 2 or vertices.shape[1] != 3:
-        raise ValueError(f"vertices must be a (V, 3) array, got shape {vertices.shape}")
-    return vertices
-
-
-def project_ortho(vertices, R, scale: float, tx: float, ty: float) -> np.ndarray:
-    """Scaled orthographic camera: ``p = scale·R·v``; ``x = p_x + tx``, ``y = ty − p_y``, ``z = p_z``.
-
-    ``(tx, ty)`` is the pixel where the template origin lands; y is flipped because template y points up and
-    image rows go down. z keeps the template's "towards the camera" direction, so larger = closer.
-
-    Returns:
-        ``verts_img`` (V, 3) float64.
-    """
-    p = scale * _as_vertices(vertices) @ np.asarray(R, dtype=np.float64).T
-    return np.stack([p[:, 0] + tx, ty - p[:, 1], p[:, 2]], axis=1)
-
-
-def rotation_3ddfa(pitch: float, yaw: float, roll: float) -> np.ndarray:
-    """The rotation of 3DDFA / 300W-LP ``Pose_Para`` (``angle2matrix_3ddfa`` in face3d): ``Rx @ Ry @ Rz``.
-
-    Its elementary matrices are the transposes of the usual ones (``Rx = [[1,0,0],[0,c,s],[0,−s,c]]``,
-    ``Ry = [[c,0,−s],[0,1,0],[s,0,c]]``, ``Rz = [[c,s,0],[−s,c,0],[0,0,1]]``), which is why the angles of a
-    300W-LP fit cannot be fed to :func:`rotation_matrix`.
-    """
-    cx, sx = np.cos(pitch), np.sin(pitch)
-    cy, sy = np.cos(yaw), np.sin(yaw)
-    cz, sz = np.cos(roll), np.sin(roll)
-    rx = np.array([[1.0, 0.0, 0.0], [0.0, cx, sx], [0.0, -sx, cx]])
-    ry = np.array([[cy, 0.0, -sy], [0.0, 1.0, 0.0], [sy, 0.0, cy]])
-    rz = np.array([[cz, sz, 0.0], [-sz, cz, 0.0], [0.0, 0.0, 1.0]])
-    return rx @ ry @ rz
-
-
-def project_3ddfa(vertices, pose_para, height: int) -> np.ndarray:
-    """Projects a BFM-space mesh with a 300W-LP / AFLW2000-3D ``Pose_Para`` into our 0-based image frame.
-
-    3DDFA's MATLAB code computes ``V = f·R·S + t3d`` and takes 1-based pixel ``(V_x, height + 1 − V_y)``
-    (datasets-and-protocols.md §3); the fit was made against 1-based landmarks (``pt2d``). In our 0-based
-    frame that is ``x = V_x − 1``, ``y = height − V_y``, and z = ``V_z`` (orthographic; larger = closer).
-    face3d's Python port uses ``(V_x, height − 1 − V_y)`` instead, which differs from the MATLAB original by
-    (+1, −1) px; we follow the original, so subtract 1 from ``pt2d`` when reading it.
-
-    Args:
-        vertices: (V, 3) shape in BFM units (``mu_shape + w·Shape_Para + ...``, reshaped to one row per vertex).
-        pose_para: the 7 numbers ``[pitch, yaw, roll, tx, ty, tz, f]`` (angles in radians).
-        height: image height in pixels (450 for 300W-LP).
-
-    Returns:
-        ``verts_img`` (V, 3) float64.
-    """
-    pose = np.asarray(pose_para, dtype=np.float64).ravel()
-    if pose.size != 7:
-        raise ValueError(f"pose_para must hold 7 numbers [pitch, yaw, roll, tx, ty, tz, f], got {pose.size}")
-    V = pose[6] * _as_vertices(vertices) @ rotation_3ddfa(*pose[:3]).T + pose[3:6]
-    return np.stack([V[:, 0] - 1.0, height - V[:, 1], V[:, 2]], axis=1)
-
-
-def project_perspective(vertices, R, t, focal: float, cx: float, cy: float) -> np.ndarray:
-    """Pinhole camera at the origin looking down −z (y up), OpenGL-style.
-
-    ``p = R·v + t`` must lie in front of the camera (``d = −p_z > 0``); ``x = cx + focal·p_x/d``,
-    ``y = cy − focal·p_y/d`` and z = ``1/d`` (inverse depth: larger = closer, and affine in screen space, so
-    z-buffering is exact). Pass ``perspective_correct=True`` to :func:`rasterize` for exact attributes.
-
-    Returns:
-        ``verts_img`` (V, 3) float64.
-    """
-    p = _as_vertices(vertices) @ np.asarray(R, dtype=np.float64).T + np.asarray(t, dtype=np.float64).ravel()
-    d = -p[:, 2]
-    behind = int(np.count_nonzero(~(d > 0)))
-    if behind:
-        raise ValueError(f"{behind} of {len(p)} vertices are not in front of the camera (need R·v + t with z < 0)")
-    return np.stack([cx + focal * p[:, 0] / d, cy - focal * p[:, 1] / d, 1.0 / d], axis=1)
 
 
 # -------------------------------------------------------------------------------------------- rasteriser
@@ -278,14 +176,14 @@ def rasterize(verts_img, triangles, attributes, height: int, width: int,
             or no pixel centre inside the image are skipped.
         attributes: (V, C) or (V,) per-vertex values (e.g. the template UV), interpolated into ``attr``.
         height, width: image size in pixels.
-        perspective_correct: set when z is inverse depth (as :func:`project_perspective` gives) to weight
+        perspective_correct: set when z is inverse depth (as :func:`~densereg.geometry.camera.project_perspective` gives) to weight
             the attribute interpolation by it; otherwise screen-space (affine) barycentrics are used, which is
             exact for orthographic cameras.
 
     Returns:
         A :class:`Raster`.
     """
-    verts = _as_vertices(verts_img)
+    verts = as_vertices(verts_img)
     tris = np.asarray(triangles)
     if tris.ndim != 2 or tris.shape[1] != 3 or not np.issubdtype(tris.dtype, np.integer):
         raise ValueError(f"triangles must be a (T, 3) integer array, got {tris.dtype} {tris.shape}")
@@ -338,7 +236,7 @@ def render_gt(template, verts_img, height: int, width: int, perspective_correct:
     Args:
         template: anything with ``triangles`` (T, 3), ``uv`` (V, 2) and ``part_at(u, v)`` (duck-typed
             :class:`densereg.geometry.template.Template`).
-        verts_img: (V, 3) posed vertices in the image frame, e.g. from :func:`project_3ddfa`.
+        verts_img: (V, 3) posed vertices in the image frame, e.g. from :func:`densereg.geometry.camera.project_3ddfa`.
         height, width: image size.
         perspective_correct: see :func:`rasterize`.
     """
@@ -364,7 +262,7 @@ def visible_vertices(verts_img, depth, tol: float = 1.0, margin: int = 0,
         verts_img: (V, 3) projected vertices.
         depth: (H, W) rendered depth (``Raster.depth``, un-normalised), NaN on background.
         tol: allowed depth excess of the rendered surface over the vertex, in z units (pixels for
-            :func:`project_ortho` / :func:`project_3ddfa`; inverse depth for :func:`project_perspective`).
+            :mod:`densereg.geometry.camera`'s ortho / 3DDFA cameras; inverse depth for its perspective one).
         margin: also require every pixel within this many pixels (a square window) to be foreground and
             no more than ``max_step`` farther than the vertex. This leaves out vertices on a silhouette or an
             occlusion edge (e.g. the chin over the neck), where a one-pixel read-out is ill-posed.
@@ -373,7 +271,7 @@ def visible_vertices(verts_img, depth, tol: float = 1.0, margin: int = 0,
     Returns:
         (V,) bool.
     """
-    verts = _as_vertices(verts_img)
+    verts = as_vertices(verts_img)
     h, w = depth.shape
     col, row = np.round(verts[:, 0]), np.round(verts[:, 1])
     inside = (col >= 0) & (col < w) & (row >= 0) & (row < h)
@@ -410,119 +308,4 @@ def uv_readback_error(u_map, v_map, mask, verts_img, uv, vertex_ids) -> np.ndarr
     ids = np.asarray(vertex_ids)
     _, nearest = tree.query(np.asarray(uv, dtype=np.float64)[ids])
     found = np.stack([cols[nearest], rows[nearest]], axis=1)
-    return np.linalg.norm(found - _as_vertices(verts_img)[ids, :2], axis=1)
-
-
-# ------------------------------------------------------------------------------------ meshes and benchmark
-
-def uv_sphere(n_lat: int, n_lon: int):
-    """Unit sphere as a latitude/longitude grid with per-vertex UV.
-
-    ``u = (φ + π) / 2π`` with longitude φ measured from +z towards +x (the seam is at the back, φ = ±π),
-    ``v = θ / π`` with θ the angle from the north pole (+y), so v grows downwards as in the package.
-
-    Returns:
-        ``(vertices (V, 3), triangles (T, 3) int32, uv (V, 2))`` with ``T = 2·n_lat·n_lon − 2·n_lon``
-        (the degenerate triangles at the poles are left out).
-    """
-    theta = np.linspace(0.0, np.pi, n_lat + 1)
-    phi = np.linspace(-np.pi, np.pi, n_lon + 1)
-    th, ph = np.meshgrid(theta, phi, indexing="ij")
-    vertices = np.stack([np.sin(th) * np.sin(ph), np.cos(th), np.sin(th) * np.cos(ph)], -1).reshape(-1, 3)
-    uv = np.stack([(ph + np.pi) / (2 * np.pi), th / np.pi], -1).reshape(-1, 2)
-    tris = _grid_triangles(n_lat + 1, n_lon + 1)
-    a, b, c = vertices[tris[:, 0]], vertices[tris[:, 1]], vertices[tris[:, 2]]
-    keep = np.linalg.norm(np.cross(b - a, c - a), axis=1) > 1e-12
-    return vertices, tris[keep], uv
-
-
-def height_field(n: int, bumps: float = 0.08, seed: int = 0):
-    """A face-sized bumpy surface: an n×n grid over [−1, 1]² with a nose-like hump and random bumps.
-
-    ``z = 0.5·exp(−(x² + y²)/0.3) + bumps·Σ sinusoids``; ``uv = ((x + 1)/2, (1 − y)/2)`` (v down).
-
-    Returns:
-        ``(vertices (n², 3), triangles (2(n−1)², 3) int32, uv (n², 2))``.
-    """
-    rng = np.random.default_rng(seed)
-    s = np.linspace(-1.0, 1.0, n)
-    y, x = np.meshgrid(s[::-1], s, indexing="ij")  # row 0 at the top (y = 1)
-    z = 0.5 * np.exp(-(x**2 + y**2) / 0.3)
-    for fx, fy, ph in rng.uniform([1, 1, 0], [4, 4, 2 * np.pi], size=(4, 3)):
-        z += bumps * np.sin(fx * x + ph) * np.cos(fy * y)
-    vertices = np.stack([x, y, z], -1).reshape(-1, 3)
-    uv = np.stack([(x + 1) / 2, (1 - y) / 2], -1).reshape(-1, 2)
-    return vertices, _grid_triangles(n, n), uv
-
-
-def _grid_triangles(rows: int, cols: int) -> np.ndarray:
-    idx = np.arange(rows * cols).reshape(rows, cols)
-    a, b = idx[:-1, :-1].ravel(), idx[:-1, 1:].ravel()
-    c, d = idx[1:, :-1].ravel(), idx[1:, 1:].ravel()
-    return np.concatenate([np.stack([a, c, b], 1), np.stack([b, c, d], 1)]).astype(np.int32)
-
-
-def _sphere_of(n_triangles: int):
-    n_lat = max(2, int(round(np.sqrt(n_triangles / 4))))  # T ≈ 4·n_lat² with n_lon = 2·n_lat
-    return uv_sphere(n_lat, 2 * n_lat)
-
-
-def _height_field_of(n_triangles: int):
-    return height_field(max(2, int(round(np.sqrt(n_triangles / 2))) + 1))
-
-
-BENCH_MESHES = {"sphere": _sphere_of, "heightfield": _height_field_of}
-
-
-def bench_mesh(name: str, n_triangles: int):
-    """Looks up a benchmark mesh builder by name and builds a mesh of about ``n_triangles``."""
-    if name not in BENCH_MESHES:
-        raise KeyError(f"unknown benchmark mesh {name!r}; valid: {sorted(BENCH_MESHES)}")
-    return BENCH_MESHES[name](n_triangles)
-
-
-def benchmark(mesh: str = "sphere", n_triangles: int = 20000, size: int = 256, renders: int = 200,
-              seed: int = 0) -> dict:
-    """Times projection + rasterisation + UV interpolation at random rotations on one thread.
-
-    The mesh spans about half the image area (radius 0.4·size). Returns a dict of the measurements.
-    """
-    import numba
-
-    numba.set_num_threads(1)
-    vertices, tris, uv = bench_mesh(mesh, n_triangles)
-    rng = np.random.default_rng(seed)
-    angles = rng.uniform(-np.pi, np.pi, size=(renders, 3))
-    t0 = time.perf_counter()
-    rasterize(project_ortho(vertices, np.eye(3), 0.4 * size, size / 2, size / 2), tris, uv, size, size)
-    first = time.perf_counter() - t0
-    covered = 0
-    t0 = time.perf_counter()
-    for yaw, pitch, roll in angles:
-        verts_img = project_ortho(vertices, rotation_matrix(yaw, pitch, roll), 0.4 * size, size / 2, size / 2)
-        covered += int(rasterize(verts_img, tris, uv, size, size).mask.sum())
-    elapsed = time.perf_counter() - t0
-    return {"mesh": mesh, "vertices": len(vertices), "triangles": len(tris), "size": size, "renders": renders,
-            "renders_per_s": renders / elapsed, "ms_per_render": 1e3 * elapsed / renders,
-            "foreground_fraction": covered / (renders * size * size), "first_call_s": first}
-
-
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bench", action="store_true", help="time the renderer on one thread")
-    parser.add_argument("--mesh", choices=sorted(BENCH_MESHES), default="sphere")
-    parser.add_argument("--triangles", type=int, default=20000)
-    parser.add_argument("--size", type=int, default=256, help="image side in pixels")
-    parser.add_argument("--renders", type=int, default=200)
-    args = parser.parse_args(argv)
-    if not args.bench:
-        parser.error("nothing to do: pass --bench")
-    r = benchmark(args.mesh, args.triangles, args.size, args.renders)
-    print(f"{r['mesh']}: {r['triangles']} triangles, {r['vertices']} vertices, {r['size']}x{r['size']} image, "
-          f"{r['foreground_fraction']:.0%} foreground, 1 thread")
-    print(f"{r['renders_per_s']:.1f} renders/s ({r['ms_per_render']:.2f} ms/render over {r['renders']} renders); "
-          f"first call (compile or cache load) {r['first_call_s']:.2f} s")
-
-
-if __name__ == "__main__":
-    main()
+    return np.linalg.norm(found - as_vertices(verts_img)[ids, :2], axis=1)

@@ -4,27 +4,25 @@ DenseReg regresses, for every face pixel, the UV coordinate of the template poin
 module owns what every template is: the :class:`Template` type (mean shape, triangles, per-vertex UV, the 68
 landmark vertices in iBUG order, per-vertex face-part labels (paper Sec. 4.2) and a linear shape model
 (identity + expression) that the synthetic benchmark samples and that 3DMM fittings are expressed in), the
-UV and part-label helpers shared by all templates, and the registry.
+UV and part-label helpers shared by all templates.
 
 Two templates exist, each built in its own module:
 
-* ``builtin``: a face made in code (:func:`builtin_face`, geometry in :mod:`densereg.geometry.face_model`), so the
+* ``builtin``: a face made in code (:func:`densereg.geometry.templates.builtin_face`, geometry in :mod:`densereg.geometry.face_model`), so the
   project runs with no downloads. It is a cylindrical grid surface r(θ, h) around a vertical axis behind the
   face, built from smooth bumps, with the lips cut apart along the mouth line so the mouth can open (the
   opening is a hole in the mesh).
 * the Basel Face Model as 3DDFA / 300W-LP use it (:func:`densereg.geometry.bfm.load_bfm`), which users must download
   themselves.
 
-Look one up with ``get_template("builtin")`` or ``get_template("/path/to/BFM")``. ``face_model`` and ``bfm``
-import this module (they build :class:`Template` objects with its helpers); this module imports them only
-inside :func:`builtin_face` and :func:`get_template`, so importing it never loads them and there is no cycle.
+Look one up in the registry :mod:`densereg.geometry.templates` (``get_template("builtin")``,
+``get_template("/path/to/BFM")``). ``face_model`` and ``bfm`` build :class:`Template` objects with this
+module's helpers; this module imports neither.
 """
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -286,43 +284,3 @@ def parts_from_landmarks(uv: np.ndarray, landmark_uv: np.ndarray) -> np.ndarray:
     for name in ("nose", "left_eyebrow", "right_eyebrow", "left_eye", "right_eye", "upper_lip", "lower_lip"):
         labels[_inside_polygon(np.asarray(uv, np.float64), polys[name])] = PARTS.index(name)
     return labels
-
-
-# ----------------------------------------------------------------------------------------------------------
-# The registry. The concrete templates import this module, so they are imported here only when asked for.
-
-
-@functools.cache
-def builtin_face() -> Template:
-    """The built-in face template, made in code (no files); built once per process and cached.
-
-    Its geometry and the meaning of its identity / expression modes are described in
-    :func:`densereg.geometry.face_model.build_face`.
-    """
-    from densereg.geometry.face_model import build_face
-
-    return build_face()
-
-
-TEMPLATES = {"builtin": builtin_face}
-
-
-@functools.lru_cache(maxsize=2)
-def _load_bfm_cached(root: str) -> Template:
-    from densereg.geometry.bfm import load_bfm
-
-    return load_bfm(root)
-
-
-def get_template(name_or_path) -> Template:
-    """A template by registry name (``TEMPLATES``) or a directory holding the BFM files.
-
-    A directory is read by :func:`densereg.geometry.bfm.load_bfm` (cached per resolved path).
-    """
-    if isinstance(name_or_path, str) and name_or_path in TEMPLATES:
-        return TEMPLATES[name_or_path]()
-    path = Path(name_or_path)
-    if path.is_dir():
-        return _load_bfm_cached(str(path.resolve()))
-    raise KeyError(f"unknown template {str(name_or_path)!r}: valid names are {sorted(TEMPLATES)}, "
-                   "or give a directory holding the BFM files")

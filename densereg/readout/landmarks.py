@@ -192,8 +192,8 @@ def refine_landmarks(points: np.ndarray, confidence: np.ndarray, template,
 
 def bench_faces(n: int, size: int, seed: int = 0, yaw_deg: float = 30.0):
     """``n`` exact GT UV fields of random built-in faces (yaw within ±``yaw_deg``) and their landmarks."""
-    from densereg.geometry import rasterize
-    from densereg.geometry.template import builtin_face
+    from densereg.geometry import camera, rasterize
+    from densereg.geometry.templates import builtin_face
 
     t = builtin_face()
     rng = np.random.default_rng(seed)
@@ -203,7 +203,7 @@ def bench_faces(n: int, size: int, seed: int = 0, yaw_deg: float = 30.0):
         cx, cy = rng.uniform(0.4, 0.6, 2) * size
         para = np.array([*pose, cx + 1, size - cy, 0.0, rng.uniform(0.17, 0.27) * size])
         shape = np.clip(rng.normal(0, 0.8, t.id_basis.shape[0]), -2.5, 2.5)
-        verts = rasterize.project_3ddfa(t.instance(shape, rng.uniform(0, 0.5, t.exp_basis.shape[0])), para, size)
+        verts = camera.project_3ddfa(t.instance(shape, rng.uniform(0, 0.5, t.exp_basis.shape[0])), para, size)
         gt = rasterize.render_gt(t, verts, size, size)
         lm = verts[t.landmarks, :2]
         out.append((gt, lm, np.concatenate([lm.min(0), lm.max(0)])))

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from densereg.data import groundtruth
 from densereg.geometry.boxes import pick
 from densereg.geometry.shape_model import ShapeModel
-from densereg.geometry.template import Template, get_template
+from densereg.geometry.template import Template
+from densereg.geometry.templates import get_template, template_for
 from densereg.nn import checkpoint
 from densereg.nn.config import PRESETS, TrainConfig
 from densereg.readout.faces import Face, find_faces
@@ -41,7 +41,7 @@ def template_named(name: str) -> Template:
     """The template a config's ``template`` names: ``"bfm"`` (the user's Basel model), a registry name or a
     directory of BFM files."""
     if name == "bfm":
-        return groundtruth.template_for("bfm")
+        return template_for("bfm")
     return get_template(name)
 
 
