@@ -49,8 +49,9 @@ import numpy as np
 
 from benchmarks import metrics, records as provenance
 from benchmarks.fitters import FITTERS, PREFIXED_FITTERS, get_fitter
-from benchmarks.initialisers import INITIALISERS, PREFIXED_INITIALISERS, RunContext, get_initialiser, \
-    resolve_factory
+from benchmarks.baselines.artefacts import ArtefactError
+from benchmarks.context import Miss, RunContext, resolve_factory
+from benchmarks.initialisers import INITIALISERS, PREFIXED_INITIALISERS, get_initialiser
 from densereg.data import datasets, formats
 from densereg.data.workers import fork_pool
 
@@ -181,6 +182,9 @@ def evaluate_sample(sample, init, fit, norm):
     try:
         kwargs = {"name": sample.name} if getattr(init, "needs_name", False) else {}
         pred = init(image, np.array(sample.box, dtype=float), **kwargs)
+    except Miss as e:  # a declared miss, with its reason (e.g. no prediction file)
+        pred = None
+        out.update(status="miss", message=str(e))
     except Exception as e:  # any failure of a method is a scored failure, never a crash of the run
         pred = None
         out.update(status="init-error", message=_message(e))
@@ -395,7 +399,7 @@ def run(args):
         results, device = evaluate(samples, args.init, args.fitter, ctx, protocol.norm, workers=args.workers,
                                    seed=args.seed, progress=not args.no_progress,
                                    desc=f"{args.dataset}/{args.split} {args.init}+{args.fitter}")
-    except (NotImplementedError, LookupError, ValueError, OSError, formats.DatasetError) as e:
+    except (NotImplementedError, LookupError, ValueError, OSError, formats.DatasetError, ArtefactError) as e:
         raise RunError(_error_text(e)) from e
     key = {"dataset": args.dataset, "split": args.split, "init": args.init, "fitter": args.fitter,
            "source": source, "preset": args.preset, "tag": tag}

@@ -11,7 +11,9 @@ import pytest
 from benchmarks import initialisers as inits
 from benchmarks import records as provenance, run
 from benchmarks.fitters import FITTERS, get_fitter
-from benchmarks.initialisers import BoxToShape, RunContext, pick_detection
+from benchmarks.baselines.boxes import BoxToShape
+from benchmarks.context import RunContext
+from densereg.geometry.boxes import iou, pick as pick_detection
 from densereg.data import datasets as ds
 from densereg.data import formats
 
@@ -52,7 +54,8 @@ def plugin(tmp_path, monkeypatch):
     folder.mkdir()
     (folder / "harness_plugin.py").write_text(textwrap.dedent("""
         import numpy as np
-        from benchmarks.initialisers import BoxToShape, factory
+        from benchmarks.baselines.boxes import BoxToShape
+        from benchmarks.context import factory
 
         def flaky(image, box, name):
             # Points at the box centre, except one miss, one crash and one wrongly shaped output.
@@ -255,10 +258,11 @@ def test_missing_real_data_names_layout_and_synthetic_option(tmp_path, monkeypat
 
 
 @pytest.mark.parametrize("argv, message", [
-    (("--init", "nonsense"), "valid: densereg, densereg-raw, dlib-68, dpm, hog-svm, mean-shape, boxes:ARG"),
+    (("--init", "nonsense"), "valid: boxes:ARG, densereg, dlib-68, dpm, hog-svm, mean-shape, package.module:callable, "
+                            "preds:ARG"),
     (("--init", "mean-shape", "--fitter", "nope"), "unknown fitter 'nope'; valid: aam, mdm, none"),
     (("--init", "no_such_module_xyz:f"), "cannot import module 'no_such_module_xyz'"),
-    (("--init", "densereg", "--checkpoint", "/nonexistent/last.pt"), "/nonexistent/last.pt: checkpoint not found"),
+    (("--init", "densereg", "--checkpoint", "/nonexistent/last.pt"), "/nonexistent/last.pt: not found"),
     (("--init", "mean-shape", "--split", "nope"), "unknown 300w split 'nope'"),
 ])
 def test_user_errors_are_clear(data, tmp_path, capsys, argv, message):
@@ -269,7 +273,7 @@ def test_user_errors_are_clear(data, tmp_path, capsys, argv, message):
 def test_method_build_errors_stop_multi_worker_runs_too(data, tmp_path, capsys):
     assert run_cli("300w", "--init", "densereg", "--checkpoint", "/nonexistent/last.pt", "--workers", "2",
                    "--results", tmp_path / "results") == 2
-    assert "checkpoint not found" in capsys.readouterr().err
+    assert "last.pt: not found" in capsys.readouterr().err
 
 
 def test_helen_method_is_handed_to_segmentation(capsys):
@@ -305,7 +309,7 @@ def test_pick_detection():
     # [0,0,30,30] overlaps the face by 400 / (900 + 1600 - 400) = 0.19: kept only with a lower threshold.
     assert pick_detection([[0, 0, 30, 30]], face) is None
     assert pick_detection([[0, 0, 30, 30]], face, min_iou=0.15)[0] == 0
-    assert inits.iou(face, face) == 1.0 and inits.iou(face, [60, 60, 70, 70]) == 0.0
+    assert iou(face, face) == 1.0 and iou(face, [60, 60, 70, 70]) == 0.0
 
 
 def test_box_to_shape_recovers_a_box_convention():
@@ -345,7 +349,61 @@ def test_registries_are_factories_and_lookup_names_keys(tmp_path):
     shape = np.ones((68, 2))
     assert np.array_equal(get_fitter("none", ctx)(None, shape), shape)
     assert set(FITTERS) >= {"none", "aam", "mdm"}
-    assert set(inits.INITIALISERS) >= {"mean-shape", "densereg", "densereg-raw", "hog-svm", "dpm"}
+    assert set(inits.INITIALISERS) >= {"mean-shape", "densereg", "hog-svm", "dpm"}
     with pytest.raises(KeyError, match="boxes:ARG"):
         inits.get_initialiser("gt-box", ctx)
     assert ctx.artefact_dir("mdm", "300w").is_dir()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# preds:DIR (precomputed landmarks, Menpo-benchmark style) and the densereg initialiser over the library API
+
+
+def test_preds_dir_scores_submitted_landmarks_and_lists_missing_files(data, tmp_path):
+    preds = tmp_path / "preds"
+    samples = ds.load_dataset("300w", data, "test")
+    for i, s in enumerate(samples):
+        if s.name == "02_Outdoor/outdoor_002":
+            continue                                         # no file: a miss, listed
+        target = preds / f"{s.name}.pts" if i % 2 else preds / f"{Path(s.name).name}.pts"   # name or stem
+        formats.write_pts(target, s.landmarks + (5.0 if s.name == "01_Indoor/indoor_003" else 0.0))
+    results = tmp_path / "results"
+    assert run_cli("300w", "--init", f"preds:{preds}", "--results", results) == 0
+    row = read_row(results)[0][0]
+    assert row["misses"] == "1" and row["n"] == "6"
+    by_name = {r["name"]: r for r in provenance.read_csv(results / row["errors"])[0]}
+    assert by_name["02_Outdoor/outdoor_002"]["status"] == "miss"
+    assert "outdoor_002.pts" in by_name["02_Outdoor/outdoor_002"]["message"]
+    assert float(by_name["01_Indoor/indoor_001"]["error"]) == pytest.approx(0.0, abs=1e-5)   # the GT itself
+    assert float(by_name["01_Indoor/indoor_003"]["error"]) > 0.1                             # 5 px off
+
+
+def test_preds_dir_with_a_malformed_file_stops_naming_it(data, tmp_path, capsys):
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    (preds / "indoor_001.pts").write_text("version: 1\nn_points: 68\n{\n1 2\n}\n")
+    assert run_cli("300w", "--init", f"preds:{preds}", "--results", tmp_path / "results") == 2
+    err = capsys.readouterr().err
+    assert "indoor_001.pts" in err
+    assert not (tmp_path / "results" / "300w.csv").exists()
+
+
+def test_densereg_initialiser_is_the_library_read_out_with_the_box_picking_the_face(tiny_synth, tmp_path):
+    pytest.importorskip("densereg.readout.predictor",
+                        reason="the DenseReg predictor (densereg.readout.predictor) comes with the lib branch")
+    from densereg import DenseReg
+
+    ctx = RunContext(source="synthetic", root=tiny_synth, dataset="300w", runs_dir=tmp_path / "runs",
+                     preset="tiny")
+    init = inits.get_initialiser("densereg", ctx)
+    checkpoint = tmp_path / "runs" / "densereg-tiny" / "last.pt"
+    assert checkpoint.is_file() and "densereg" in ctx.artefacts and "tiny/K" in ctx.artefacts["densereg"]
+    model = DenseReg.load(checkpoint, device="cpu")
+    sample = ds.load_dataset("300w", tiny_synth, "test")[0]
+    image = sample.image()
+    mine, theirs = init(image, sample.box), model.landmarks(image, box=sample.box)
+    assert (mine is None) == (theirs is None)
+    if mine is not None:
+        np.testing.assert_allclose(mine, theirs)
+    far = np.array([-500.0, -500.0, -400.0, -400.0])     # a box on no face: a miss, not a crop
+    assert init(image, far) is None

@@ -393,7 +393,7 @@ class AAMFitter:
 def _evaluate(args):
     """Fit the AAM from the training mean shape placed in each test face's GT box; print NME and time."""
     from benchmarks import metrics
-    from benchmarks.initialisers import BoxToShape
+    from benchmarks.baselines.boxes import BoxToShape
     from densereg.data import datasets
 
     fitter = AAMFitter.load(args.model)
