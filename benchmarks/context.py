@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import functools
 import importlib
+import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +34,71 @@ TRAIN_SPLITS = {
     "300vw": ("300vw", "train"),
     "ears": ("ears", "train"),
 }
+
+
+class DataRootError(Exception):
+    """The data a command needs is not where it was asked for; the message says where and what to do."""
+
+
+def resolve_data(folder, source=None, root=None):
+    """``(source, root)`` of a run: the one data-root rule of every command.
+
+    * ``root`` given: that folder, as it is, in the native layout (``datasets.LAYOUT``), e.g. one made with
+      ``python -m densereg.data.synth --out DIR``. Never generated, overwritten or deleted. Its source is
+      ``source``, else ``synthetic`` when it holds the generator's ``synth.json``, else ``real``.
+    * ``source`` ``real`` (or None): ``$DENSEREG_DATA``, when it has ``folder``; never a silent switch.
+    * ``source`` ``synthetic``: the default synthetic benchmark, generated on first use, but only into a
+      folder that is absent, empty or made by the generator (one with ``synth.json``).
+
+    Args:
+        folder: the folder under the root whose presence says the dataset is there (``300W``).
+
+    Raises:
+        DataRootError: the data is absent (the message shows the expected layout and the options).
+    """
+    if root is not None:
+        root = Path(root).expanduser()
+        if not (root / folder).is_dir():
+            raise DataRootError(f"--root {root}: no {folder}/ folder; expected the layout\n{datasets.LAYOUT}")
+        return source or ("synthetic" if (root / "synth.json").is_file() else "real"), root
+    if source in (None, "real"):
+        value = os.environ.get("DENSEREG_DATA")
+        if value and (Path(value).expanduser() / folder).is_dir():
+            return "real", Path(value).expanduser()
+        reason = "$DENSEREG_DATA is not set" if not value else f"$DENSEREG_DATA={value} has no {folder}/ folder"
+        raise DataRootError(f"no real data: {reason}.\nPut the real data under $DENSEREG_DATA laid out as:\n"
+                            f"{datasets.LAYOUT}\nor pass --root DIR (any folder in that layout), or run on the "
+                            "embedded synthetic benchmark with --source synthetic (every output is then labelled "
+                            "synthetic).")
+    from densereg.data import synth  # generating needs the renderer; only import it when asked for
+
+    default = Path(datasets.data_root("synthetic"))
+    if default.is_dir() and any(default.iterdir()) and not (default / "synth.json").is_file():
+        raise DataRootError(f"{default} exists but was not made by densereg.data.synth (no synth.json); it is "
+                            f"left alone: pass --root {default} to evaluate it as it is, or move it away")
+    root = Path(synth.ensure_synthetic(default))
+    if not (root / folder).is_dir():
+        raise DataRootError(f"the synthetic benchmark at {root} has no {folder}/ folder")
+    print(f"[data] synthetic benchmark at {root}", file=sys.stderr)
+    return "synthetic", root
+
+
+def add_common(parser):
+    """The options every experiment command shares: where the data is, where outputs go, seed, limit.
+
+    Outputs default to the current folder (``./results``, ``./runs``), never the package's install location.
+    """
+    parser.add_argument("--root", type=Path, default=None,
+                        help="data folder in the native layout, used as it is (default: by --source)")
+    parser.add_argument("--source", choices=("real", "synthetic"), default=None,
+                        help="data source (default: real when $DENSEREG_DATA has the dataset; with --root, "
+                             "synthetic when the folder has synth.json, else real)")
+    parser.add_argument("--results", type=Path, default=Path("results"), help="results folder (default ./results)")
+    parser.add_argument("--runs", "--runs-dir", dest="runs", type=Path, default=Path("runs"),
+                        help="cache of trained artefacts; <runs>/<source>/ is used (default ./runs)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N samples")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
 class Miss(Exception):

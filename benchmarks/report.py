@@ -2,9 +2,10 @@
 
     python -m benchmarks.report [--results DIR] [--paper FILE] [--readme FILE]
 
-Reads only files: ``paper.csv`` (the paper's numbers), the run CSVs written by ``benchmarks.run``
+Reads only records (``benchmarks.records``), with pandas: ``paper.csv`` (the paper's numbers), the run CSVs written by ``benchmarks.run``
 (``300w.csv`` → Table 2, ``300vw.csv`` → Table 3, ``ears.csv`` → Table 4, rows of the ``test`` split), their
-per-image error files under ``errors/``, and when present ``helen.csv`` (Table 1) and ``fig5_runs.csv``
+per-image error files under ``errors/`` (each checked to hold its row's ``n`` errors: a cut, header-only or
+missing file is reported with its name and gets no curve, and the exit status is 1), and when present ``helen.csv`` (Table 1) and ``fig5_runs.csv``
 (Fig. 5), whose columns ``results/README.md`` documents. Writes, atomically, into the results folder:
 
 * ``table1.csv`` … ``table4.csv``, ``fig5.csv``: long format, one line per number: ``table, row, metric,
@@ -12,7 +13,8 @@ per-image error files under ``errors/``, and when present ``helen.csv`` (Table 1
   have not produced the number yet, ``paper`` where the paper has none (our extra rows and the 0.08 columns);
   ``diff = ours − paper``. Failure rates and IoUs are in percent, like the paper; AUCs are fractions.
 * ``table1.md`` … ``fig5.md``: the same in the paper's layout (tabulate), one table per data source and
-  preset, each titled with both;
+  preset, each titled with both. Runs of one method that differ only by seed are averaged; runs that used
+  different trained artefacts (a K=5 and a K=10 checkpoint) are separate rows labelled with the artefacts;
 * ``figures/fig7_300w_<source>.png``: the CED of every initialiser × fitter run on the 300-W test set
   (Fig. 7, bottom panel; the paper gives no competitor curves we could redraw for the top panel);
 * ``figures/fig5_<source>.png``: AUC against K for the ``q`` and ``q+r`` decodings, ours against the paper's;
@@ -33,12 +35,11 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import metrics, records as provenance
-from benchmarks.run import errors_path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_RESULTS = REPO_ROOT / "results"
-DEFAULT_PAPER = REPO_ROOT / "results" / "paper.csv"
-DEFAULT_README = REPO_ROOT / "README.md"
+DEFAULT_RESULTS = Path("results")                       # outputs: the current folder, not the install location
+DEFAULT_PAPER = REPO_ROOT / "results" / "paper.csv"     # an input that ships with the code
+DEFAULT_README = Path("README.md")
 MARK_START, MARK_END = "<!-- results:start -->", "<!-- results:end -->"
 
 LONG_COLUMNS = ("table", "row", "metric", "paper", "ours", "diff", "unit", "source", "preset", "n", "init",
@@ -143,21 +144,59 @@ def compare(table, paper, ours):
     return lines
 
 
+RUN_GROUP = ("source", "preset", "init", "fitter", "tag", "artefacts")
+
+
+def artefact_label(artefacts):
+    """Short text of a row's artefact identities: ``cpu/K5`` for ``densereg=3f2a9c1b7d0e/cpu/K5`` (the hash
+    when an artefact has no label)."""
+    parts = []
+    for item in filter(None, str(artefacts).split(";")):
+        name, _, identity = item.partition("=")
+        digest, _, label = identity.partition("/")
+        parts.append(f"{name} {label or digest[:8]}")
+    return ", ".join(parts)
+
+
+def landmark_runs(results_dir, spec):
+    """The runs of a landmark table: ``<dataset>.csv`` rows of the table's split, one line per method and
+    artefacts, metrics averaged over seeds (``n_seeds``), each labelled with its table row name."""
+    import pandas as pd
+
+    frame = provenance.read_table(Path(results_dir) / f"{spec.dataset}.csv")
+    if frame.empty:
+        return frame
+    frame = frame.reindex(columns=list(dict.fromkeys([*frame.columns, *RUN_GROUP, "split", "seed", "n", "commit",
+                                                      "date", "errors"])), fill_value="")
+    frame = frame[frame["split"] == spec.split].copy()
+    metrics_columns = [column for _, column, _, _ in LANDMARK_METRICS]
+    for column in metrics_columns:
+        frame[column] = pd.to_numeric(frame.get(column, ""), errors="coerce")
+    if frame.empty:
+        return frame
+    grouped = frame.groupby(list(RUN_GROUP), sort=False, dropna=False)
+    runs = grouped[metrics_columns].mean().reset_index()
+    extra = grouped.agg(n=("n", "first"), n_seeds=("seed", "nunique"), commit=("commit", "last"),
+                        date=("date", "max")).reset_index(drop=True)
+    runs = pd.concat([runs, extra], axis=1)
+    # A method run with several artefacts (a K=5 and a K=10 checkpoint) in one table gets one row per artefact.
+    variants = runs.groupby(["source", "preset", "init", "fitter", "tag"])["artefacts"].transform("nunique")
+    runs["row"] = [method_name(r.init, r.fitter, r.tag) + (f" ({artefact_label(r.artefacts)})" if v > 1 else "")
+                   for r, v in zip(runs.itertuples(), variants)]
+    return runs
+
+
 def landmark_ours(results_dir, spec):
-    """Our numbers for a landmark table from ``<dataset>.csv`` rows of the table's split."""
-    rows, _ = provenance.read_csv(Path(results_dir) / f"{spec.dataset}.csv")
+    """Our numbers for a landmark table (see :func:`landmark_runs`), one dict per (row, metric)."""
+    runs = landmark_runs(results_dir, spec)
     ours = []
-    for r in rows:
-        if r.get("split") != spec.split:
-            continue
+    for r in runs.to_dict("records") if len(runs) else []:
         for metric, column, scale, unit in LANDMARK_METRICS:
-            value = _float(r.get(column))
-            if value is not None:
-                ours.append({"row": method_name(r["init"], r["fitter"], r.get("tag", "")), "metric": metric,
-                             "ours": value * scale, "unit": unit, "source": r.get("source", ""),
-                             "preset": r.get("preset", ""), "n": r.get("n", ""), "init": r["init"],
-                             "fitter": r["fitter"], "tag": r.get("tag", ""), "commit": r.get("commit", ""),
-                             "date": r.get("date", "")})
+            value = r[column]
+            if value == value:   # not NaN
+                ours.append({"row": r["row"], "metric": metric, "ours": float(value) * scale, "unit": unit,
+                             "source": r["source"], "preset": r["preset"], "n": r["n"], "init": r["init"],
+                             "fitter": r["fitter"], "tag": r["tag"], "commit": r["commit"], "date": r["date"]})
     return ours
 
 
@@ -259,47 +298,75 @@ def _save_figure(fig, path):
     return path
 
 
-def read_errors(path):
-    """Per-image errors (``+inf`` for failures) of an errors file written by ``benchmarks.run``."""
-    rows, columns = provenance.read_csv(path)
-    if "error" not in columns:
-        raise ValueError(f"{path}: no 'error' column")
+class ErrorsFileError(ValueError):
+    """A per-image errors file is missing, unreadable or disagrees with its row; the message names it."""
+
+
+def read_errors(path, n=None):
+    """Per-image errors (``+inf`` for failures) of an errors file, checked to hold ``n`` of them when given.
+
+    Raises:
+        ErrorsFileError: missing file, no ``error`` column, an unreadable value, or not ``n`` lines; the
+            message names the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ErrorsFileError(f"{path}: errors file missing")
     try:
-        return np.array([float(r["error"]) for r in rows], dtype=float)
+        frame = provenance.read_table(path)
+    except ValueError as e:
+        raise ErrorsFileError(str(e)) from e
+    if "error" not in frame.columns:
+        raise ErrorsFileError(f"{path}: no 'error' column")
+    try:
+        errors = frame["error"].astype(float).to_numpy()
     except (TypeError, ValueError) as e:
-        raise ValueError(f"{path}: unreadable error value ({e})") from e
+        raise ErrorsFileError(f"{path}: unreadable error value ({e})") from e
+    if n is not None and len(errors) != int(n):
+        raise ErrorsFileError(f"{path}: {len(errors)} per-image errors, but its row says n={n} (cut, or written "
+                              "by another run)")
+    return errors
 
 
-def fig7(results_dir, figures_dir):
-    """CED curves of every 300-W test run, one figure per data source; returns the written paths."""
+def fig7(results_dir, figures_dir, problems=None):
+    """CED curves of every 300-W test run, one figure per data source; returns the written paths.
+
+    An errors file that is missing or disagrees with its row is appended to ``problems`` (and printed) and
+    gets no curve.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows, _ = provenance.read_csv(Path(results_dir) / "300w.csv")
-    by_source = defaultdict(list)
-    for r in rows:
-        if r.get("split") == "test":
-            by_source[r.get("source", "")].append(r)
+    problems = [] if problems is None else problems
+    frame = provenance.read_table(Path(results_dir) / "300w.csv")
+    if frame.empty or "split" not in frame.columns:
+        return []
+    frame = frame.reindex(columns=list(dict.fromkeys([*frame.columns, *RUN_GROUP, "seed", "errors", "n"])),
+                          fill_value="")
+    frame = frame[frame["split"] == "test"]
+    labels = {tuple(r[k] for k in RUN_GROUP): r["row"]
+              for r in landmark_runs(results_dir, LANDMARK_TABLES["table2"]).to_dict("records")}
     written = []
     thresholds = np.linspace(0.0, 0.1, 201)
-    for source, runs in sorted(by_source.items()):
+    for source, runs in frame.groupby("source", sort=True):
         fig, ax = plt.subplots(figsize=(7, 5))
-        presets = sorted({r.get("preset", "") for r in runs})
+        presets = sorted(set(runs["preset"]))
         curves = 0
-        for r in runs:
-            path = Path(results_dir) / r["errors"] if r.get("errors") else errors_path(
-                results_dir, r["dataset"], r["split"], r["init"], r["fitter"], source, r.get("preset", "default"),
-                r.get("tag", ""))
-            if not path.is_file():
-                print(f"[report] {path}: errors file missing; no curve for {r['init']}+{r['fitter']}",
-                      file=sys.stderr)
+        for _, r in runs.sort_values("seed").drop_duplicates(list(RUN_GROUP)).iterrows():   # lowest seed
+            try:
+                if not r["errors"]:
+                    raise ErrorsFileError(f"{Path(results_dir) / '300w.csv'}: the row of {r['init']}+{r['fitter']} "
+                                          "names no errors file")
+                errors = read_errors(Path(results_dir) / r["errors"], r["n"] or None)
+            except ErrorsFileError as e:
+                problems.append(str(e))
+                print(f"[report] error: {e}; no curve for {r['init']}+{r['fitter']}", file=sys.stderr)
                 continue
-            errors = read_errors(path)
-            label = method_name(r["init"], r["fitter"], r.get("tag", ""))
+            label = labels.get(tuple(r[k] for k in RUN_GROUP), method_name(r["init"], r["fitter"], r["tag"]))
             if len(presets) > 1:
-                label += f" ({r.get('preset', '')})"
+                label += f" ({r['preset']})"
             ax.plot(thresholds, metrics.ced(errors, thresholds),
                     label=f"{label}: AUC {metrics.auc_and_failure(errors)[0]:.3f}")
             curves += 1
@@ -381,8 +448,11 @@ def readme_section(tables, figures, readme):
     return "\n".join(out)
 
 
-def build_report(results_dir, paper_path, readme):
-    """Write every table, figure and the README section; returns ``{table: lines}`` and the figure paths."""
+def build_report(results_dir, paper_path, readme, problems=None):
+    """Write every table, figure and the README section; returns ``{table: lines}`` and the figure paths.
+
+    Problems with per-image errors files are appended to ``problems`` (each names its file).
+    """
     results_dir = Path(results_dir).resolve()
     paper = read_paper(paper_path)
     ours = {name: landmark_ours(results_dir, spec) for name, spec in LANDMARK_TABLES.items()}
@@ -395,7 +465,7 @@ def build_report(results_dir, paper_path, readme):
         provenance.write_csv(results_dir / f"{name}.csv", lines, LONG_COLUMNS)
         provenance.atomic_write_text(results_dir / f"{name}.md", markdown(name, lines))
     figures_dir = results_dir / "figures"
-    figures = fig7(results_dir, figures_dir) + fig5_plot(tables["fig5"], figures_dir)
+    figures = fig7(results_dir, figures_dir, problems) + fig5_plot(tables["fig5"], figures_dir)
     # Figures other commands draw (Fig. 6 by benchmarks.experiments.segmentation) are linked when present.
     figures += sorted(figures_dir.glob("fig6_*.png"))
     if readme is not None:
@@ -414,13 +484,17 @@ def main(argv=None):
                         help="README whose generated results section is rewritten (default README.md)")
     parser.add_argument("--no-readme", action="store_true", help="leave the README alone")
     args = parser.parse_args(argv)
-    tables, figures = build_report(args.results, args.paper, None if args.no_readme else args.readme)
+    problems = []
+    readme = None if args.no_readme or (args.readme == DEFAULT_README and not args.readme.is_file()) else args.readme
+    tables, figures = build_report(args.results, args.paper, readme, problems)
     for name, lines in tables.items():
         n_ours = sum(1 for l in lines if l["ours"])
         print(f"{args.results / name}.csv: {len(lines)} numbers, {n_ours} of ours")
     for path in figures:
         print(f"figure: {path}")
-    return 0
+    for problem in problems:
+        print(f"benchmarks.report: error: {problem}", file=sys.stderr)
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":

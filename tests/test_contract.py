@@ -7,7 +7,8 @@ run through the harness's own ``evaluate_sample``: the outcome must be a finite 
 import numpy as np
 import pytest
 
-from benchmarks import fitters, initialisers, run
+from benchmarks import fitters, initialisers
+from benchmarks.experiments import landmarks
 from benchmarks.context import RunContext
 from densereg.data import datasets, synth
 
@@ -48,7 +49,7 @@ def methods(ctx):
 def test_every_initialiser_with_every_fitter(bench, methods, init, fitter):
     samples = datasets.load_dataset("300w", bench, "test")
     for sample in samples:
-        result = run.evaluate_sample(sample, methods["init"][init], methods["fit"][fitter], "outer-eye")
+        result = landmarks.evaluate_sample(sample, methods["init"][init], methods["fit"][fitter], "outer-eye")
         if result["status"] == "miss":
             assert result["error"] == np.inf
         else:

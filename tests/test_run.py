@@ -10,6 +10,7 @@ import pytest
 
 from benchmarks import initialisers as inits
 from benchmarks import records as provenance, run
+from benchmarks.experiments import landmarks
 from benchmarks.fitters import FITTERS, get_fitter
 from benchmarks.baselines.boxes import BoxToShape
 from benchmarks.context import RunContext
@@ -107,7 +108,7 @@ def test_mean_shape_end_to_end_writes_row_and_errors(data, tmp_path, capsys):
     results = tmp_path / "results"
     assert run_cli("300w", "--init", "mean-shape", "--fitter", "none", "--results", results) == 0
     rows, columns = read_row(results)
-    assert columns == list(run.ROW_COLUMNS)
+    assert columns == list(provenance.SCHEMAS["landmarks"].columns)
     assert len(rows) == 1
     row = rows[0]
     assert (row["dataset"], row["split"], row["init"], row["fitter"], row["source"], row["preset"]) == \
@@ -119,29 +120,50 @@ def test_mean_shape_end_to_end_writes_row_and_errors(data, tmp_path, capsys):
     assert 0.3 < float(row["auc_0.1"]) <= 1 and float(row["failure_0.1"]) == 0
     assert float(row["mean_nme"]) < 0.08
     errors_rows, err_cols = provenance.read_csv(results / row["errors"])
-    assert err_cols == list(run.ERROR_COLUMNS)
+    assert err_cols == list(provenance.ERROR_COLUMNS)
     assert row["errors"] == "errors/300w_test_mean-shape_none_real.csv"
     assert [r["name"] for r in errors_rows] == [f"01_Indoor/indoor_00{i}" for i in (1, 2, 3)] + \
         [f"02_Outdoor/outdoor_00{i}" for i in (1, 2, 3)]
     assert all(r["status"] == "ok" and np.isfinite(float(r["error"])) for r in errors_rows)
     # The summary row is exactly what the metrics give on the errors file.
     errors = np.array([float(r["error"]) for r in errors_rows])
-    assert float(row["auc_0.1"]) == pytest.approx(run.metrics.auc_and_failure(errors)[0], abs=1e-6)
+    assert float(row["auc_0.1"]) == pytest.approx(landmarks.metrics.auc_and_failure(errors)[0], abs=1e-6)
     out = capsys.readouterr().out
     assert "auc_0.1" in out and "mean-shape" in out  # the row printed as a table
 
 
-def test_synthetic_source_is_recorded(tmp_path, monkeypatch):
-    from densereg.data import synth
-
-    root = make_300w_tree(tmp_path / "synthetic")
-    monkeypatch.setattr(synth, "ensure_synthetic", lambda: root)  # the generator itself is tested elsewhere
-    monkeypatch.setenv("DENSEREG_DATA", str(root))  # present, yet --source synthetic must win
+def test_root_folder_is_used_as_it_is_and_labelled(tmp_path, monkeypatch):
+    root = make_300w_tree(tmp_path / "mine")
+    (root / "synth.json").write_text("{}")          # what densereg.data.synth leaves in a folder it made
+    monkeypatch.delenv("DENSEREG_DATA", raising=False)
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
     results = tmp_path / "results"
-    assert run_cli("300w", "--init", "mean-shape", "--source", "synthetic", "--results", results) == 0
+    assert run_cli("300w", "--init", "mean-shape", "--root", root, "--results", results) == 0
     row = read_row(results)[0][0]
     assert row["source"] == "synthetic" and row["errors"] == "errors/300w_test_mean-shape_none_synthetic.csv"
-    assert run_cli("ears", "--init", "mean-shape", "--source", "synthetic", "--results", results) == 2
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before    # nothing written into the data
+    (root / "synth.json").unlink()
+    assert run_cli("300w", "--init", "mean-shape", "--root", root, "--results", results) == 0
+    assert {r["source"] for r in read_row(results)[0]} == {"synthetic", "real"}
+    assert run_cli("ears", "--init", "mean-shape", "--root", root, "--results", results) == 2
+
+
+def test_a_foreign_folder_at_the_synthetic_location_is_never_regenerated(tmp_path, monkeypatch, capsys):
+    mine = tmp_path / "synthetic"
+    (mine / "300W").mkdir(parents=True)
+    (mine / "300W" / "precious.txt").write_text("keep me")
+    monkeypatch.setenv("DENSEREG_SYNTH", str(mine))
+    assert run_cli("300w", "--init", "mean-shape", "--source", "synthetic", "--results", tmp_path / "r") == 2
+    assert "not made by densereg.data.synth" in capsys.readouterr().err
+    assert (mine / "300W" / "precious.txt").read_text() == "keep me"
+
+
+def test_outputs_default_to_the_current_folder(data, tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert run_cli("300w", "--init", "mean-shape") == 0
+    assert (work / "results" / "300w.csv").is_file()
 
 
 def test_indoor_split_and_limit_tag(data, tmp_path):
@@ -191,23 +213,43 @@ def test_workers_give_the_same_errors_as_one_process(data, tmp_path, plugin):
     parallel = provenance.read_csv(results / row["errors"])[0]
     assert [(r["name"], r["error"]) for r in serial] == [(r["name"], r["error"]) for r in parallel]
     assert run_cli(*args, "--seed", "4") == 0  # the seed does matter to a stochastic method
-    other = provenance.read_csv(results / row["errors"])[0]
+    other = provenance.read_csv(results / row["errors"].replace(".csv", "_s4.csv"))[0]
     assert [r["error"] for r in serial] != [r["error"] for r in other]
 
 
-def test_same_key_replaces_row_other_tag_adds_one(data, tmp_path):
+def test_same_key_replaces_row_other_tag_seed_or_artefact_adds_one(data, tmp_path):
     results = tmp_path / "results"
     base = ("300w", "--init", "mean-shape", "--results", results)
     assert run_cli(*base) == 0
-    assert run_cli(*base, "--seed", "7") == 0  # same key (seed is not part of it): replaced
-    rows = read_row(results)[0]
-    assert len(rows) == 1 and rows[0]["seed"] == "7"
+    assert run_cli(*base) == 0  # same key: replaced
+    assert len(read_row(results)[0]) == 1
+    assert run_cli(*base, "--seed", "7") == 0
     assert run_cli(*base, "--tag", "again") == 0
     assert run_cli(*base, "--preset", "fast") == 0
     rows = read_row(results)[0]
-    assert sorted((r["tag"], r["preset"]) for r in rows) == [("", "default"), ("", "fast"), ("again", "default")]
+    assert sorted((r["tag"], r["preset"], r["seed"]) for r in rows) == [
+        ("", "default", "0"), ("", "default", "7"), ("", "fast", "0"), ("again", "default", "0")]
     assert (results / "errors" / "300w_test_mean-shape_none_real_fast.csv").is_file()
-    assert not list(results.glob(".*.tmp")) and not list((results / "errors").glob(".*.tmp"))
+    assert (results / "errors" / "300w_test_mean-shape_none_real_s7.csv").is_file()
+    assert not list(results.glob(".*.tmp*")) and not list((results / "errors").glob(".*.tmp*"))
+
+
+def test_rows_are_keyed_by_the_artefacts_they_used(data, tmp_path):
+    """A run with another trained artefact (a K=5 checkpoint) never replaces the row of the K=10 one."""
+    from benchmarks.context import RunContext
+
+    samples = ds.load_dataset("300w", data, "test")
+    results = tmp_path / "results"
+    for identity in ("3f2a9c1b7d0e/cpu/K10", "0b1c2d3e4f5a/cpu/K5", "3f2a9c1b7d0e/cpu/K10"):
+        ctx = RunContext(source="real", root=data, dataset="300w", runs_dir=tmp_path / "runs")
+        ctx.record("densereg", identity)
+        landmarks.run(samples, "mean-shape", "none", ctx, split="test", results_dir=results, norm="outer-eye",
+                      progress=False)
+    rows = read_row(results)[0]
+    assert sorted(r["artefacts"] for r in rows) == ["densereg=0b1c2d3e4f5a/cpu/K5", "densereg=3f2a9c1b7d0e/cpu/K10"]
+    assert len({r["errors"] for r in rows}) == 2
+    for r in rows:   # each row beside its own errors file of n lines
+        assert len(provenance.read_csv(results / r["errors"])[0]) == int(r["n"])
 
 
 def test_boxes_dir_initialiser(data, tmp_path):
@@ -276,13 +318,13 @@ def test_method_build_errors_stop_multi_worker_runs_too(data, tmp_path, capsys):
     assert "last.pt: not found" in capsys.readouterr().err
 
 
-def test_helen_method_is_handed_to_segmentation(capsys):
-    from benchmarks import run
-
+def test_helen_command_needs_exactly_one_of_init_or_method(capsys):
     with pytest.raises(SystemExit) as exc:
         run.main(["helen", "--method", "nope"])
-    assert exc.value.code == 2
-    assert "benchmarks.experiments.segmentation" in capsys.readouterr().err
+    assert exc.value.code == 2 and "invalid choice: 'nope'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        run.main(["helen"])
+    assert "exactly one of --init" in capsys.readouterr().err
 
 
 def test_module_entry_point(data, tmp_path):
