@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import io
 import os
 import platform
 import subprocess

@@ -73,8 +73,6 @@ def parse_args(argv=None):
     if args.command == "helen":
         if (args.init is None) == (args.method is None):
             parser.error("helen: give exactly one of --init (landmarks) or --method (segmentation, Table 1)")
-        if args.method is not None:
-            args.command = "helen-parts"
     if getattr(args, "workers", 1) < 1:
         parser.error("--workers must be at least 1")
     if args.limit is not None and args.limit < 1:
@@ -150,8 +148,9 @@ COMMANDS = {**dict.fromkeys(LANDMARK_COMMANDS, run_landmarks),
 def main(argv=None):
     """Command line entry point; returns the exit status (2 for a user error, with the reason on stderr)."""
     args = parse_args(None if argv is None else [str(a) for a in argv])
+    command = "helen-parts" if args.command == "helen" and args.method is not None else args.command
     try:
-        COMMANDS[args.command](args)
+        COMMANDS[command](args)
     except (RunError, DataRootError, ArtefactError, formats.DatasetError) as e:
         print(f"benchmarks.run {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import records as provenance, report
+from benchmarks import records as provenance, report, tables
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER = REPO / "results" / "paper.csv"
@@ -162,7 +162,7 @@ def test_replace_section_rejects_malformed_markers():
 
 
 def test_method_names_match_the_paper_rows():
-    assert report.method_name("densereg", "mdm") == "DenseReg+MDM"
-    assert report.method_name("densereg", "none") == "DenseReg"
-    assert report.method_name("dpm", "aam") == "DPM+AAM"
-    assert report.method_name("boxes:/x", "aam", "t") == "boxes:/x+AAM [t]"
+    assert tables.method_name("densereg", "mdm") == "DenseReg+MDM"
+    assert tables.method_name("densereg", "none") == "DenseReg"
+    assert tables.method_name("dpm", "aam") == "DPM+AAM"
+    assert tables.method_name("boxes:/x", "aam", "t") == "boxes:/x+AAM [t]"

@@ -38,7 +38,6 @@ exactly as ``python -m densereg.nn.train --task <method> --preset <preset> --sou
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 import time
 from dataclasses import dataclass
@@ -49,6 +48,7 @@ import numpy as np
 from benchmarks import metrics, records
 from benchmarks.baselines import networks
 from benchmarks.context import add_common, resolve_data
+from benchmarks.experiments.fig6 import figure_indices, write_figure
 from densereg.data import datasets, formats, groundtruth
 from densereg.geometry.template import PARTS
 from densereg.registry import lookup
@@ -69,12 +69,6 @@ class Method:
 
 METHODS = {"densereg": Method("DenseReg", "densereg"), "deeplab": Method("DeepLab-v2", "deeplab")}
 SCHEMA = records.SCHEMAS["segmentation"]
-FIGURE_IMAGES = 4
-
-# Display colours of the parts (RGB), indexed like ``PARTS``; "other" is black so the parts stand out.
-PART_COLOURS = np.array([(0, 0, 0), (230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66),
-                         (0, 114, 178), (213, 94, 0), (204, 121, 167)], dtype=np.uint8)
-
 
 def get_method(key: str) -> Method:
     """``METHODS[key]``, naming the valid keys when ``key`` is unknown."""
@@ -268,84 +262,6 @@ def table_text(rows: list[dict], paper_csv: Path) -> str:
     return tabulate(body, headers=["part", f"{base} paper (%)", "ours (%)"], tablefmt="github")
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Fig. 6
-
-
-def colourise(labels: np.ndarray) -> np.ndarray:
-    """``H×W×3`` uint8 display of a part-label image (``PART_COLOURS``)."""
-    return PART_COLOURS[np.asarray(labels, np.intp)]
-
-
-def figure_indices(n_samples: int, count: int = FIGURE_IMAGES) -> tuple[int, ...]:
-    """Evenly spread sample indices for the figure (the same ones for every method)."""
-    return tuple(int(i) for i in np.unique(np.linspace(0, n_samples - 1, min(count, n_samples)).round()))
-
-
-def face_window(box: np.ndarray, shape: tuple[int, int], margin: float = 0.4) -> tuple[slice, slice]:
-    """Rows and columns of a square window around a face box grown by ``margin`` per side, for display.
-
-    The panel shows the face, as the paper's Fig. 6 does; the box only says where the face is.
-    """
-    x0, y0, x1, y1 = np.asarray(box, float)
-    half = max(x1 - x0, y1 - y0) * (0.5 + margin)
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    h, w = shape
-    rows = slice(max(0, int(cy - half)), min(h, int(np.ceil(cy + half))))
-    cols = slice(max(0, int(cx - half)), min(w, int(np.ceil(cx + half))))
-    return rows, cols
-
-
-def draw_figure(path: Path, panels: list[tuple], title: str) -> Path:
-    """Fig. 6: one row per image with (image, GT, DenseReg, DeepLab-v2) parts, written atomically as PNG.
-
-    Args:
-        path: the PNG to write.
-        panels: ``(image, gt, densereg, deeplab)`` per row; label images are ``H×W`` class ids.
-        title: names the data source and preset.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
-
-    heads = ("image", "GT", METHODS["densereg"].name, METHODS["deeplab"].name)
-    fig, axes = plt.subplots(len(panels), 4, figsize=(8, 2.1 * len(panels) + 0.9), squeeze=False)
-    for r, row in enumerate(panels):
-        for c, tile in enumerate(row):
-            ax = axes[r, c]
-            ax.imshow(tile if c == 0 else colourise(tile), interpolation="nearest")
-            ax.set_xticks([]), ax.set_yticks([])
-            if r == 0:
-                ax.set_title(heads[c], fontsize=9)
-    fig.legend(handles=[Patch(color=PART_COLOURS[i] / 255, label=name.replace("_", " "))
-                        for i, name in enumerate(PARTS)], loc="lower center", ncol=4, fontsize=7, frameon=False)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout(rect=(0, 0.07, 1, 0.95))
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    records.atomic_write_bytes(path, buffer.getvalue())
-    return path
-
-
-def write_figure(path: Path, samples: list[datasets.Sample], keep: tuple[int, ...], kept: dict,
-                 predictions: dict[str, dict], title: str) -> Path:
-    """Fig. 6 for samples ``keep``: their image and GT (``kept[i][:2]``) and each method's labels, face-cropped.
-
-    Args:
-        predictions: ``{"densereg": {i: labels}, "deeplab": {i: labels}}``.
-    """
-    panels = []
-    for i in keep:
-        image, gt = kept[i][0], kept[i][1]
-        window = face_window(samples[i].box, image.shape[:2])
-        tiles = (image, gt, predictions["densereg"][i], predictions["deeplab"][i])
-        panels.append(tuple(tile[window] for tile in tiles))
-    return draw_figure(path, panels, title)
-
-
 def _has_rows(results: Path, method_name: str, source: str, preset: str) -> bool:
     rows, _ = records.read_csv(results / "helen.csv")
     return any(r.get("method") == method_name and r.get("source") == source and r.get("preset") == preset
@@ -420,7 +336,7 @@ def run(args) -> int:
                        other: {keep[j]: kept[2] for j, kept in other_result["kept"].items()}}
         title = f"Fig. 6: Helen test parts ({source} data, preset {label})"
         path = write_figure(Path(args.results) / "figures" / f"fig6_{source}.png", samples, keep,
-                            result["kept"], predictions, title)
+                            result["kept"], predictions, title, {k: m.name for k, m in METHODS.items()})
         print(f"[table1] figure: {path}", file=sys.stderr)
     return 0
 
