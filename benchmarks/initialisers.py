@@ -109,10 +109,15 @@ def densereg_factory(ctx):
     from benchmarks.baselines import networks
 
     artefact = densereg_checkpoint(ctx, networks)
-    ctx.record("densereg", artefact.identity)
     from densereg import DenseReg   # after the checkpoint check: a missing file is reported first
 
     model = DenseReg.load(artefact.path, device=ctx.device)
+    ident = getattr(model, "identity", None)   # the library's own account of the checkpoint, when it gives one
+    if isinstance(ident, dict) and ident.get("checkpoint"):
+        variant = f"{ident['preset']}/K{ident.get('K')}" if ident.get("preset") else artefact.label
+        ctx.record("densereg", f"{ident['checkpoint']}/{variant}")
+    else:
+        ctx.record("densereg", artefact.identity)
 
     def densereg(image, box):
         return model.landmarks(image, box=np.asarray(box, dtype=float))

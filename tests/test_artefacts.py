@@ -57,12 +57,14 @@ def test_a_change_refuses_an_explicit_artefact_with_the_command(tmp_path):
         ensure_artefact(tmp_path / "nowhere.bin", {"K": 5}, None, build, "make model", explicit=True)
 
 
-def test_an_unstamped_artefact_is_never_reused(tmp_path, capsys):
+def test_an_unstamped_artefact_is_never_reused_nor_deleted(tmp_path, capsys):
     path = tmp_path / "model.bin"
     path.write_text("planted")
     build = Builder(3)
     ensure_artefact(path, {"C": 1.0}, "f" * 64, build, "make model")
     assert path.read_text() == "3" and "no record" in capsys.readouterr().err
+    aside = list(tmp_path.glob("model.bin.replaced-*"))
+    assert len(aside) == 1 and aside[0].read_text() == "planted"   # someone else's file: moved aside
     path.write_text("planted")
     sidecar_path(path).unlink()
     with pytest.raises(ArtefactError, match="no record"):

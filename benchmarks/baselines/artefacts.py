@@ -9,7 +9,8 @@ instead. :func:`ensure_artefact` is the only way the harness gets a trained arte
 * absent: stamped, then built (the stamp first, so a build killed half-way resumes under the right key);
 * present and matching: used (an unfinished, resumable one is handed to ``build`` to finish);
 * present but built from another config or other data, or with no record of either:
-  - at the harness's own cache location: rebuilt, printing what changed;
+  - at the harness's own cache location: rebuilt, printing what changed (a file the harness did not build,
+    one without its sidecar, is moved aside to ``<name>.replaced-<date>``, never deleted);
   - passed explicitly by the user: refused with :class:`ArtefactError`, which names the file, what differs
     and the command that rebuilds it.
 
@@ -22,7 +23,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import shutil
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,13 +153,17 @@ def differences(stored, wanted, ignore=VOLATILE_FIELDS):
     return out
 
 
-def _remove(path):
+def _retire(path):
+    """Clear the way for a rebuild: delete a stale artefact the harness built (it has the harness's sidecar);
+    move any other file aside to ``<name>.replaced-<date>``, since someone else made it. Returns a note."""
     path = Path(path)
-    if path.is_dir():
-        shutil.rmtree(path)
-    else:
+    if read_sidecar(path) is not None:
         path.unlink(missing_ok=True)
-    sidecar_path(path).unlink(missing_ok=True)
+        sidecar_path(path).unlink(missing_ok=True)
+        return "replacing it"
+    aside = path.with_name(f"{path.name}.replaced-{datetime.datetime.now():%Y%m%d-%H%M%S}")
+    os.replace(path, aside)
+    return f"moved it aside to {aside}"
 
 
 def ensure_artefact(path, config, samples, build, command, *, explicit=False, stored=None, complete=None,
@@ -198,8 +203,9 @@ def ensure_artefact(path, config, samples, build, command, *, explicit=False, st
             return Artefact(path, have_config, have_data or data, label)
         if explicit:
             raise ArtefactError(path, "does not match this run (" + "; ".join(problems) + ")", command)
-        print(f"[artefact] {path}: " + "; ".join(problems) + f"; rebuilding: {command}", file=sys.stderr)
-        _remove(path)
+        note = _retire(path)
+        print(f"[artefact] {path}: " + "; ".join(problems) + f"; {note} and rebuilding: {command}",
+              file=sys.stderr)
     elif explicit:
         raise ArtefactError(path, "not found", command)
     else:
