@@ -98,3 +98,24 @@ def test_fingerprint_follows_names_and_file_bytes(tiny_synth, tmp_path):
     samples = datasets.load_dataset("300w", tiny_synth, "test")
     assert fingerprint(samples) == fingerprint(list(reversed(samples)))
     assert fingerprint(samples) != fingerprint(samples[:-1])
+
+
+def test_a_k5_checkpoint_is_refused_when_passed_and_rebuilt_where_the_default_is_expected(tiny_synth, tmp_path,
+                                                                                            capsys):
+    """Issue 12: another K's checkpoint is never evaluated as the preset's model."""
+    import shutil
+
+    from benchmarks.baselines import networks
+
+    other = networks.ensure_network("tiny", tmp_path / "k5", root=tiny_synth, K=5, iterations=1)
+    assert other.label == "tiny/K5" and other.path.is_file()
+    with pytest.raises(ArtefactError, match="K: 5 -> 10"):
+        networks.ensure_network("tiny", tmp_path / "default", root=tiny_synth, iterations=1,
+                                checkpoint=other.path)
+    default = tmp_path / "default" / "last.pt"
+    default.parent.mkdir()
+    shutil.copy(other.path, default)                         # planted where the default is expected
+    art = networks.ensure_network("tiny", tmp_path / "default", root=tiny_synth, iterations=1)
+    assert "K: 5 -> 10" in capsys.readouterr().err
+    assert art.label == "tiny/K10" and networks.stored_identity(default)[0]["K"] == 10
+    assert art.identity != other.identity
