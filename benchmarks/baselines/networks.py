@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.baselines.artefacts import ensure_artefact
+from benchmarks.baselines.artefacts import VOLATILE_FIELDS, ensure_artefact
 
 try:  # the lib branch moves the config and checkpoint modules out of the training loop
     from densereg.nn.config import PRESETS, make_config
@@ -21,6 +21,10 @@ try:
     from densereg.nn.checkpoint import read_checkpoint
 except ImportError:  # TEMPORARY: before densereg.nn.checkpoint exists
     from densereg.nn.train import read_checkpoint
+
+
+# The preset is a name for a set of values; two configs with equal values are the same network whatever the name.
+IGNORED = VOLATILE_FIELDS | {"preset"}
 
 
 def stored_identity(path):
@@ -72,10 +76,11 @@ def ensure_network(preset, out, *, root=None, checkpoint=None, **overrides):
     command = train_command(preset, out, root=root, **overrides)
     if checkpoint is not None:
         return ensure_artefact(checkpoint, cfg.resolved(), None, None, command, explicit=True,
-                               stored=stored_identity, complete=is_finished, label=label(cfg.resolved(), preset))
+                               stored=stored_identity, complete=is_finished, ignore=IGNORED,
+                               label=label(cfg.resolved(), preset))
     samples = train.training_samples(cfg)
     return ensure_artefact(Path(out) / "last.pt", cfg.resolved(), samples, lambda path: train.train(cfg, path.parent),
-                           command, stored=stored_identity, complete=is_finished,
+                           command, stored=stored_identity, complete=is_finished, ignore=IGNORED,
                            label=label(cfg.resolved(), preset))
 
 
