@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Reproduces DenseReg's tables and figures (Güler et al., CVPR 2017).
 #
-#   ./reproduce.sh TARGET
+#   ./reproduce.sh TARGET [options passed to python -m benchmarks.run, e.g. --root DIR --limit 20]
 #
 # Sets up .venv on first use (pinned requirements.txt; idempotent and instant afterwards), then runs TARGET.
 # Data source: real data when $DENSEREG_DATA holds the dataset, otherwise the embedded synthetic benchmark,
-# generated on first use under data/ (said in the first and last line of every table target).
+# generated on first use under data/ (said in the first and last line of every table target). Trained models
+# are built on first use under runs/ by the harness, keyed by their config and training data.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -51,10 +52,6 @@ not_yet() {  # a target whose pieces are not built yet: say so, never print a fa
   exit 3
 }
 
-train_densereg() {
-  $PY -m densereg.nn.train --preset "$PRESET" --source "$SRC" --out "runs/$SRC/densereg-$PRESET"
-}
-
 # The initialiser x fitter grid of Table 2 / Fig. 7 (mean-shape: oracle GT-box baseline, labelled as such).
 TABLE2_PAIRS="densereg:none densereg:aam densereg:mdm hog-svm:aam hog-svm:mdm dpm:aam dpm:mdm mean-shape:none"
 
@@ -67,7 +64,6 @@ case "$target" in
   table2|fig7)
     pick_source 300W; banner
     start=$(date +%s)
-    train_densereg
     pairs=$TABLE2_PAIRS
     [ "$SRC" = real ] && pairs="$pairs dlib-68:none"   # dlib's predictor was trained on real 300-W faces
     for pair in $pairs; do
@@ -80,16 +76,15 @@ case "$target" in
   fig5)
     pick_source 300W_LP; banner
     start=$(date +%s)
-    $PY -m benchmarks.experiments.kablation --source "$SRC" --preset "$PRESET" "$@"
+    $PY -m benchmarks.run fig5 --source "$SRC" --preset "$PRESET" "$@"
     $PY -m benchmarks.report
     echo "[$target] done in $(( $(date +%s) - start )) s; results/fig5.md, results/figures/fig5_$SRC.png"
     banner ;;
   table1)
     pick_source 300W_LP/HELEN; banner
     start=$(date +%s)
-    train_densereg
-    $PY -m benchmarks.experiments.segmentation --method densereg --source "$SRC" --preset "$PRESET" "$@"
-    $PY -m benchmarks.experiments.segmentation --method deeplab --source "$SRC" --preset "$PRESET" "$@"
+    $PY -m benchmarks.run helen --method densereg --source "$SRC" --preset "$PRESET" "$@"
+    $PY -m benchmarks.run helen --method deeplab --source "$SRC" --preset "$PRESET" "$@"
     $PY -m benchmarks.report
     echo "[$target] done in $(( $(date +%s) - start )) s; results/table1.md, results/figures/fig6_$SRC.png"
     banner ;;

@@ -1,21 +1,23 @@
-"""Fitters: deformable models that refine an initial shape. ``FITTERS`` registry of factories.
+"""Fitters: deformable models that refine an initial shape. The ``FITTERS`` registry and its small factories.
 
 A **fitter** is a callable ``fit(image, shape) -> (N, 2) float array``: ``image`` is ``H×W×3`` uint8 RGB,
 ``shape`` the initialiser's ``(N, 2)`` estimate in ``(x, y)`` pixels. It never sees ground truth. "DenseReg
 alone" in the paper's tables is the ``none`` fitter after the ``densereg`` initialiser.
 
 As for initialisers, the registry holds factories ``factory(ctx) -> fitter`` taking the
-:class:`benchmarks.initialisers.RunContext`, so training or loading (an AAM, an MDM network) happens once per
-process. :func:`get_fitter` also accepts a plug-in ``package.module:callable`` under the same rule as
-initialisers (``is_factory = True`` → called with the context). This is the only module of the project that
-may import menpo/menpofit (through ``benchmarks.baselines.menpo``), for the AAM fitter.
+:class:`benchmarks.context.RunContext`; a trained fitter (AAM, MDM) is an artefact under
+``benchmarks.baselines.artefacts.ensure_artefact``, keyed by its config and training data and recorded in the
+result row. :func:`get_fitter` also accepts a plug-in ``package.module:callable`` (``benchmarks.context``).
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import numpy as np
 
-from benchmarks.initialisers import resolve_factory
+from benchmarks.baselines.artefacts import ensure_artefact
+from benchmarks.context import resolve_factory
 
 
 def none_factory(ctx):
@@ -30,30 +32,36 @@ def none_factory(ctx):
 def aam_factory(ctx):
     """``aam``: menpofit's patch AAM, Wiberg inverse-compositional Lucas-Kanade, trained on the training split.
 
-    Cached as ``runs/<source>/aam.pkl`` (built on first use; ``python -m benchmarks.baselines.aam_train`` builds it too).
+    An artefact ``runs/<source>/aam.pkl`` built on first use (``python -m benchmarks.baselines.aam_train``).
     """
     from benchmarks.baselines import aam, aam_train
 
     path = ctx.artefact_dir() / "aam.pkl"
-    if not path.is_file():
-        return aam_train.train_aam(ctx.train_samples(), path)
+    config = aam.AAMConfig()
+    art = ensure_artefact(path, asdict(config), ctx.train_fingerprint(),
+                          lambda p: aam_train.train_aam(ctx.train_samples(), p, config), aam.build_command(path, ctx.root))
+    ctx.record("aam", art.identity)
     return aam.AAMFitter.load(path)
 
 
 def mdm_factory(ctx):
     """``mdm``: the Mnemonic Descent Method (PyTorch), trained on the training split from perturbed boxes.
 
-    Cached as ``runs/<source>/mdm/mdm.pt`` (trained on first use, resumable; ``python -m benchmarks.baselines.mdm_train``
-    builds it too). The preset follows the run's: ``cpu`` on the synthetic default, ``paper`` otherwise.
+    An artefact ``runs/<source>/mdm-<preset>/mdm.pt``, trained on first use and resumed when unfinished
+    (``python -m benchmarks.baselines.mdm_train`` builds it too). The preset follows the run's: ``cpu`` on the
+    synthetic default, ``paper`` otherwise.
     """
     from benchmarks.baselines import mdm, mdm_train
 
     preset = ctx.preset if ctx.preset in mdm.PRESETS else ("cpu" if ctx.source == "synthetic" else "paper")
-    out = ctx.artefact_dir(f"mdm-{preset}")
-    path = out / "mdm.pt"
+    path = ctx.artefact_dir(f"mdm-{preset}") / mdm.CHECKPOINT_NAME
     config = mdm.make_config(preset)
-    if not path.is_file() or mdm.load_checkpoint(path)["step"] < config.iterations:
-        mdm_train.train_mdm(ctx.train_samples(), out, config)
+    art = ensure_artefact(
+        path, asdict(config), ctx.train_fingerprint(),
+        lambda p: mdm_train.train_mdm(ctx.train_samples(), p.parent, config),
+        f"python -m benchmarks.baselines.mdm_train --root {ctx.root} --out {path.parent} --preset {preset}",
+        complete=lambda p: mdm.load_checkpoint(p)["step"] >= config.iterations, label=preset)
+    ctx.record("mdm", art.identity)
     return mdm.MDMFitter.load(path)
 
 

@@ -1,21 +1,25 @@
-"""Provenance of a benchmark row (commit, torch, device, date) and the atomic CSV writes every output uses.
+"""Result records: the provenance stamp, row schemas, CSV upsert and per-image errors files, written as one unit.
 
-Why here: each result row must say which code, library and machine produced it (DESIGN.md, "Results"), and
-an interrupted or concurrent run must never leave a half-written or interleaved CSV. Everything below is
-read-only towards git (``GIT_OPTIONAL_LOCKS=0``, no index refresh) and writes through a temporary file in
-the destination folder followed by ``os.replace``.
+Why here: each result row must say which code, library, machine and trained artefacts produced it
+(DESIGN.md, "Results"), and an interrupted or concurrent run must never leave a half-written CSV, interleaved
+rows, or a row beside the per-image errors of another run. Tables are read and written with pandas, every
+cell as text (no type guessing: ``"inf"``, ``""`` and commit hashes stay what they are), and every write goes
+through the project's one atomic writer (temporary file + rename). git is only read (``GIT_OPTIONAL_LOCKS=0``).
+
+A run is recorded by :func:`write_run`: its per-image errors go first to a temporary name, the row is upserted
+under the table's lock, and the errors file is renamed into place before the lock is released, so a reader
+(``benchmarks.report``) never sees a row without its own errors file of ``n`` lines.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import datetime
-import io
 import os
 import platform
 import subprocess
 import sys
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
@@ -24,9 +28,17 @@ try:  # POSIX advisory locks serialise read-modify-write of a shared CSV; absent
 except ImportError:  # pragma: no cover - the project targets Linux
     fcntl = None
 
-from densereg.data.formats import atomic_write_bytes  # noqa: E402 - one atomic writer for the project
+from densereg.data.formats import atomic_write_bytes  # one atomic writer for the project
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+__all__ = ["atomic_write_bytes", "atomic_write_text", "git_commit", "torch_version", "device_description",
+           "now", "stamp", "Schema", "SCHEMAS", "read_table", "read_csv", "write_csv", "upsert_rows",
+           "upsert_csv_row", "write_run", "locked"]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Provenance
 
 
 def git_commit(repo=REPO_ROOT):
@@ -87,40 +99,100 @@ def now():
     return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
+def stamp(device):
+    """The provenance columns every row carries: ``commit, torch, device, date``.
+
+    Args:
+        device: what ran the methods, as :func:`device_description` gives it.
+    """
+    return {"commit": git_commit(), "torch": torch_version(), "device": device, "date": now()}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Row schemas
+
+
+@dataclass(frozen=True)
+class Schema:
+    """The columns of one results table and the columns that identify a run (its upsert key)."""
+
+    columns: tuple
+    key: tuple
+
+
+PROVENANCE = ("commit", "torch", "device", "date")
+SCHEMAS = {
+    # benchmarks.experiments.landmarks: one row per run of an initialiser x fitter on a landmark dataset.
+    "landmarks": Schema(
+        ("dataset", "split", "init", "fitter", "auc_0.1", "failure_0.1", "auc_0.08", "failure_0.08", "mean_nme",
+         "median_nme", "n", "misses", "seconds_per_image", "source", "preset", "seed", "artefacts", *PROVENANCE,
+         "tag", "errors"),
+        ("dataset", "split", "init", "fitter", "artefacts", "source", "preset", "seed", "tag")),
+    # benchmarks.experiments.segmentation: one row per method x part (Table 1).
+    "segmentation": Schema(
+        ("method", "part", "iou", "source", "preset", "seed", *PROVENANCE, "n", "artefacts"),
+        ("method", "part", "artefacts", "source", "preset", "seed")),
+    # benchmarks.experiments.kablation: one row per K x decode (Fig. 5).
+    "kablation": Schema(
+        ("K", "decode", "auc", "failure", "auc_maxaxis", "n_pixels", "n_images", "iterations", "train_seconds",
+         "eval_seconds", "source", "preset", "seed", "artefacts", *PROVENANCE),
+        ("K", "decode", "artefacts", "source", "preset", "seed")),
+}
+ERROR_COLUMNS = ("name", "error", "status", "message", "seconds")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Tables
+
+
 def atomic_write_text(path, text):
     """Write ``text`` (UTF-8) to ``path`` through a temporary file in the same folder and ``os.replace``."""
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def read_table(path):
+    """A CSV as a pandas DataFrame of strings (empty cells ``""``); an empty frame when the file is absent.
+
+    Raises:
+        ValueError: the file exists but is empty or not a CSV; the message names the file.
+    """
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        return pd.DataFrame()
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not a readable CSV table ({type(e).__name__}: {e})") from e
+
+
+def read_csv(path):
+    """Rows of a CSV as dicts of strings and its columns; ``([], [])`` if it is absent.
+
+    Raises:
+        ValueError: the file exists but has no header line (the message names the file).
+    """
+    frame = read_table(path)
+    return frame.to_dict("records"), list(frame.columns)
+
+
 def csv_text(rows, columns):
-    """CSV text (header + rows) of dicts; missing keys are empty cells, extra keys are an error."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: "" if v is None else v for k, v in row.items()})
-    return buffer.getvalue()
+    """CSV text (header + rows) of dicts under ``columns``; missing keys are empty cells, extra keys an error."""
+    import pandas as pd
+
+    rows = list(rows)
+    extra = sorted({k for r in rows for k in r} - set(columns))
+    if extra:
+        raise ValueError(f"row keys {extra} are not columns of the table")
+    frame = pd.DataFrame([{c: "" if r.get(c) is None else str(r.get(c)) for c in columns} for r in rows],
+                         columns=list(columns), dtype=str)
+    return frame.to_csv(index=False, lineterminator="\n")
 
 
 def write_csv(path, rows, columns):
     """Write ``rows`` (dicts) under ``columns`` to ``path`` atomically, replacing any previous file."""
     atomic_write_text(path, csv_text(rows, columns))
-
-
-def read_csv(path):
-    """Rows of a CSV as dicts of strings (no type guessing) and its columns; ``([], [])`` if it is absent.
-
-    Raises:
-        ValueError: the file exists but has no header line (the message names the file).
-    """
-    path = Path(path)
-    if not path.is_file():
-        return [], []
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames is None:
-            raise ValueError(f"{path}: empty CSV without a header line")
-        return list(reader), list(reader.fieldnames)
 
 
 @contextlib.contextmanager
@@ -139,26 +211,73 @@ def locked(path):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def upsert_csv_row(path, row, columns, key):
-    """Add ``row`` to the CSV at ``path``, replacing every earlier row with the same values at ``key``.
+def _upsert_unlocked(path, rows, columns, key):
+    import pandas as pd
 
-    Read existing rows, drop those matching the key, append the new row, write a temporary file, rename; an
-    advisory lock keeps two concurrent runs from losing each other's rows. Columns of the existing file that
-    ``columns`` lacks are kept (after ``columns``), so a file written by a newer harness is never truncated.
+    old = read_table(path)
+    all_columns = list(columns) + [c for c in old.columns if c not in columns]   # a newer writer's columns kept
+    new = pd.DataFrame([{c: "" if r.get(c) is None else str(r.get(c)) for c in all_columns} for r in rows],
+                       columns=all_columns, dtype=str)
+    if old.empty:
+        kept, replaced = old, 0
+    else:
+        old = old.reindex(columns=all_columns, fill_value="")
+        new_keys = set(map(tuple, new[list(key)].itertuples(index=False, name=None)))
+        hit = [tuple(k) in new_keys for k in old[list(key)].itertuples(index=False, name=None)]
+        kept, replaced = old[[not h for h in hit]], int(sum(hit))
+    table = pd.concat([kept, new], ignore_index=True) if len(kept) else new
+    atomic_write_text(path, table.to_csv(index=False, lineterminator="\n"))
+    return replaced
 
-    Args:
-        path: the CSV (created when absent).
-        row: dict of column -> value.
-        columns: the column order to write.
-        key: the columns that identify a run.
+
+def upsert_rows(path, rows, schema):
+    """Add ``rows`` to the table at ``path``, replacing every earlier row with the same key (``schema.key``).
+
+    Columns of the existing file that the schema lacks are kept (after the schema's), so a file written by a
+    newer harness is never truncated; columns the file lacks (an older harness's) are added, empty.
 
     Returns:
-        The number of earlier rows replaced (0 or more).
+        The number of earlier rows replaced.
     """
     with locked(path):
-        rows, existing_columns = read_csv(path)
-        all_columns = list(columns) + [c for c in existing_columns if c not in columns]
-        new = {c: "" if row.get(c) is None else str(row.get(c)) for c in all_columns}
-        kept = [r for r in rows if any((r.get(k) or "") != new[k] for k in key)]
-        write_csv(path, kept + [new], all_columns)
-    return len(rows) - len(kept)
+        return _upsert_unlocked(path, rows, schema.columns, schema.key)
+
+
+def upsert_csv_row(path, row, columns, key):
+    """One-row :func:`upsert_rows` with explicit columns and key (for tables without a registered schema)."""
+    with locked(path):
+        return _upsert_unlocked(path, [row], columns, key)
+
+
+def write_run(table_path, rows, schema, errors_path=None, errors=None):
+    """Record one run as a unit: per-image errors (optional) and its rows, never one without the other.
+
+    The errors file is written to a temporary name first; then, under the table's lock, the rows are upserted
+    and the errors file renamed into place. An interruption before the upsert leaves the previous run's row and
+    errors intact; the report checks each errors file against its row's ``n``.
+
+    Args:
+        table_path: the results table (``results/300w.csv``).
+        rows: the run's rows (dicts over ``schema.columns``).
+        schema: a :class:`Schema`.
+        errors_path: where the per-image errors go, or None.
+        errors: dicts over :data:`ERROR_COLUMNS`, in sample order.
+
+    Returns:
+        The number of earlier rows replaced.
+    """
+    tmp = None
+    if errors_path is not None:
+        errors_path = Path(errors_path)
+        tmp = errors_path.with_name(f".{errors_path.name}.tmp-{os.getpid()}")
+        write_csv(tmp, errors, ERROR_COLUMNS)
+    try:
+        with locked(table_path):
+            replaced = _upsert_unlocked(table_path, rows, schema.columns, schema.key)
+            if tmp is not None:
+                os.replace(tmp, errors_path)
+                tmp = None
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+    return replaced

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from benchmarks.baselines import menpo as menpo_shim
-from benchmarks.metrics import (NORMALISERS, SUBSET_INDICES, auc_and_failure, ced, confusion_matrix,
-                                iou_per_class, mean_iou, nme, select_points, summarise, uv_auc, uv_error)
+from benchmarks.dense_metrics import confusion_matrix, iou_per_class, mean_iou, uv_auc, uv_error
+from benchmarks.metrics import NORMALISERS, SUBSET_INDICES, auc_and_failure, ced, nme, select_points, summarise
 
 
 def face68(rng, n=None):

@@ -10,8 +10,11 @@ import pytest
 
 from benchmarks import initialisers as inits
 from benchmarks import records as provenance, run
+from benchmarks.experiments import landmarks
 from benchmarks.fitters import FITTERS, get_fitter
-from benchmarks.initialisers import BoxToShape, RunContext, pick_detection
+from benchmarks.baselines.boxes import BoxToShape
+from benchmarks.context import RunContext
+from densereg.geometry.boxes import iou, pick as pick_detection
 from densereg.data import datasets as ds
 from densereg.data import formats
 
@@ -52,7 +55,8 @@ def plugin(tmp_path, monkeypatch):
     folder.mkdir()
     (folder / "harness_plugin.py").write_text(textwrap.dedent("""
         import numpy as np
-        from benchmarks.initialisers import BoxToShape, factory
+        from benchmarks.baselines.boxes import BoxToShape
+        from benchmarks.context import factory
 
         def flaky(image, box, name):
             # Points at the box centre, except one miss, one crash and one wrongly shaped output.
@@ -104,7 +108,7 @@ def test_mean_shape_end_to_end_writes_row_and_errors(data, tmp_path, capsys):
     results = tmp_path / "results"
     assert run_cli("300w", "--init", "mean-shape", "--fitter", "none", "--results", results) == 0
     rows, columns = read_row(results)
-    assert columns == list(run.ROW_COLUMNS)
+    assert columns == list(provenance.SCHEMAS["landmarks"].columns)
     assert len(rows) == 1
     row = rows[0]
     assert (row["dataset"], row["split"], row["init"], row["fitter"], row["source"], row["preset"]) == \
@@ -116,29 +120,50 @@ def test_mean_shape_end_to_end_writes_row_and_errors(data, tmp_path, capsys):
     assert 0.3 < float(row["auc_0.1"]) <= 1 and float(row["failure_0.1"]) == 0
     assert float(row["mean_nme"]) < 0.08
     errors_rows, err_cols = provenance.read_csv(results / row["errors"])
-    assert err_cols == list(run.ERROR_COLUMNS)
+    assert err_cols == list(provenance.ERROR_COLUMNS)
     assert row["errors"] == "errors/300w_test_mean-shape_none_real.csv"
     assert [r["name"] for r in errors_rows] == [f"01_Indoor/indoor_00{i}" for i in (1, 2, 3)] + \
         [f"02_Outdoor/outdoor_00{i}" for i in (1, 2, 3)]
     assert all(r["status"] == "ok" and np.isfinite(float(r["error"])) for r in errors_rows)
     # The summary row is exactly what the metrics give on the errors file.
     errors = np.array([float(r["error"]) for r in errors_rows])
-    assert float(row["auc_0.1"]) == pytest.approx(run.metrics.auc_and_failure(errors)[0], abs=1e-6)
+    assert float(row["auc_0.1"]) == pytest.approx(landmarks.metrics.auc_and_failure(errors)[0], abs=1e-6)
     out = capsys.readouterr().out
     assert "auc_0.1" in out and "mean-shape" in out  # the row printed as a table
 
 
-def test_synthetic_source_is_recorded(tmp_path, monkeypatch):
-    from densereg.data import synth
-
-    root = make_300w_tree(tmp_path / "synthetic")
-    monkeypatch.setattr(synth, "ensure_synthetic", lambda: root)  # the generator itself is tested elsewhere
-    monkeypatch.setenv("DENSEREG_DATA", str(root))  # present, yet --source synthetic must win
+def test_root_folder_is_used_as_it_is_and_labelled(tmp_path, monkeypatch):
+    root = make_300w_tree(tmp_path / "mine")
+    (root / "synth.json").write_text("{}")          # what densereg.data.synth leaves in a folder it made
+    monkeypatch.delenv("DENSEREG_DATA", raising=False)
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
     results = tmp_path / "results"
-    assert run_cli("300w", "--init", "mean-shape", "--source", "synthetic", "--results", results) == 0
+    assert run_cli("300w", "--init", "mean-shape", "--root", root, "--results", results) == 0
     row = read_row(results)[0][0]
     assert row["source"] == "synthetic" and row["errors"] == "errors/300w_test_mean-shape_none_synthetic.csv"
-    assert run_cli("ears", "--init", "mean-shape", "--source", "synthetic", "--results", results) == 2
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before    # nothing written into the data
+    (root / "synth.json").unlink()
+    assert run_cli("300w", "--init", "mean-shape", "--root", root, "--results", results) == 0
+    assert {r["source"] for r in read_row(results)[0]} == {"synthetic", "real"}
+    assert run_cli("ears", "--init", "mean-shape", "--root", root, "--results", results) == 2
+
+
+def test_a_foreign_folder_at_the_synthetic_location_is_never_regenerated(tmp_path, monkeypatch, capsys):
+    mine = tmp_path / "synthetic"
+    (mine / "300W").mkdir(parents=True)
+    (mine / "300W" / "precious.txt").write_text("keep me")
+    monkeypatch.setenv("DENSEREG_SYNTH", str(mine))
+    assert run_cli("300w", "--init", "mean-shape", "--source", "synthetic", "--results", tmp_path / "r") == 2
+    assert "not made by densereg.data.synth" in capsys.readouterr().err
+    assert (mine / "300W" / "precious.txt").read_text() == "keep me"
+
+
+def test_outputs_default_to_the_current_folder(data, tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert run_cli("300w", "--init", "mean-shape") == 0
+    assert (work / "results" / "300w.csv").is_file()
 
 
 def test_indoor_split_and_limit_tag(data, tmp_path):
@@ -188,23 +213,43 @@ def test_workers_give_the_same_errors_as_one_process(data, tmp_path, plugin):
     parallel = provenance.read_csv(results / row["errors"])[0]
     assert [(r["name"], r["error"]) for r in serial] == [(r["name"], r["error"]) for r in parallel]
     assert run_cli(*args, "--seed", "4") == 0  # the seed does matter to a stochastic method
-    other = provenance.read_csv(results / row["errors"])[0]
+    other = provenance.read_csv(results / row["errors"].replace(".csv", "_s4.csv"))[0]
     assert [r["error"] for r in serial] != [r["error"] for r in other]
 
 
-def test_same_key_replaces_row_other_tag_adds_one(data, tmp_path):
+def test_same_key_replaces_row_other_tag_seed_or_artefact_adds_one(data, tmp_path):
     results = tmp_path / "results"
     base = ("300w", "--init", "mean-shape", "--results", results)
     assert run_cli(*base) == 0
-    assert run_cli(*base, "--seed", "7") == 0  # same key (seed is not part of it): replaced
-    rows = read_row(results)[0]
-    assert len(rows) == 1 and rows[0]["seed"] == "7"
+    assert run_cli(*base) == 0  # same key: replaced
+    assert len(read_row(results)[0]) == 1
+    assert run_cli(*base, "--seed", "7") == 0
     assert run_cli(*base, "--tag", "again") == 0
     assert run_cli(*base, "--preset", "fast") == 0
     rows = read_row(results)[0]
-    assert sorted((r["tag"], r["preset"]) for r in rows) == [("", "default"), ("", "fast"), ("again", "default")]
+    assert sorted((r["tag"], r["preset"], r["seed"]) for r in rows) == [
+        ("", "default", "0"), ("", "default", "7"), ("", "fast", "0"), ("again", "default", "0")]
     assert (results / "errors" / "300w_test_mean-shape_none_real_fast.csv").is_file()
-    assert not list(results.glob(".*.tmp")) and not list((results / "errors").glob(".*.tmp"))
+    assert (results / "errors" / "300w_test_mean-shape_none_real_s7.csv").is_file()
+    assert not list(results.glob(".*.tmp*")) and not list((results / "errors").glob(".*.tmp*"))
+
+
+def test_rows_are_keyed_by_the_artefacts_they_used(data, tmp_path):
+    """A run with another trained artefact (a K=5 checkpoint) never replaces the row of the K=10 one."""
+    from benchmarks.context import RunContext
+
+    samples = ds.load_dataset("300w", data, "test")
+    results = tmp_path / "results"
+    for identity in ("3f2a9c1b7d0e/cpu/K10", "0b1c2d3e4f5a/cpu/K5", "3f2a9c1b7d0e/cpu/K10"):
+        ctx = RunContext(source="real", root=data, dataset="300w", runs_dir=tmp_path / "runs")
+        ctx.record("densereg", identity)
+        landmarks.run(samples, "mean-shape", "none", ctx, split="test", results_dir=results, norm="outer-eye",
+                      progress=False)
+    rows = read_row(results)[0]
+    assert sorted(r["artefacts"] for r in rows) == ["densereg=0b1c2d3e4f5a/cpu/K5", "densereg=3f2a9c1b7d0e/cpu/K10"]
+    assert len({r["errors"] for r in rows}) == 2
+    for r in rows:   # each row beside its own errors file of n lines
+        assert len(provenance.read_csv(results / r["errors"])[0]) == int(r["n"])
 
 
 def test_boxes_dir_initialiser(data, tmp_path):
@@ -255,10 +300,11 @@ def test_missing_real_data_names_layout_and_synthetic_option(tmp_path, monkeypat
 
 
 @pytest.mark.parametrize("argv, message", [
-    (("--init", "nonsense"), "valid: densereg, densereg-raw, dlib-68, dpm, hog-svm, mean-shape, boxes:ARG"),
+    (("--init", "nonsense"), "valid: boxes:ARG, densereg, dlib-68, dpm, hog-svm, mean-shape, package.module:callable, "
+                            "preds:ARG"),
     (("--init", "mean-shape", "--fitter", "nope"), "unknown fitter 'nope'; valid: aam, mdm, none"),
     (("--init", "no_such_module_xyz:f"), "cannot import module 'no_such_module_xyz'"),
-    (("--init", "densereg", "--checkpoint", "/nonexistent/last.pt"), "/nonexistent/last.pt: checkpoint not found"),
+    (("--init", "densereg", "--checkpoint", "/nonexistent/last.pt"), "/nonexistent/last.pt: not found"),
     (("--init", "mean-shape", "--split", "nope"), "unknown 300w split 'nope'"),
 ])
 def test_user_errors_are_clear(data, tmp_path, capsys, argv, message):
@@ -269,16 +315,16 @@ def test_user_errors_are_clear(data, tmp_path, capsys, argv, message):
 def test_method_build_errors_stop_multi_worker_runs_too(data, tmp_path, capsys):
     assert run_cli("300w", "--init", "densereg", "--checkpoint", "/nonexistent/last.pt", "--workers", "2",
                    "--results", tmp_path / "results") == 2
-    assert "checkpoint not found" in capsys.readouterr().err
+    assert "last.pt: not found" in capsys.readouterr().err
 
 
-def test_helen_method_is_handed_to_segmentation(capsys):
-    from benchmarks import run
-
+def test_helen_command_needs_exactly_one_of_init_or_method(capsys):
     with pytest.raises(SystemExit) as exc:
         run.main(["helen", "--method", "nope"])
-    assert exc.value.code == 2
-    assert "benchmarks.experiments.segmentation" in capsys.readouterr().err
+    assert exc.value.code == 2 and "invalid choice: 'nope'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        run.main(["helen"])
+    assert "exactly one of --init" in capsys.readouterr().err
 
 
 def test_module_entry_point(data, tmp_path):
@@ -305,7 +351,7 @@ def test_pick_detection():
     # [0,0,30,30] overlaps the face by 400 / (900 + 1600 - 400) = 0.19: kept only with a lower threshold.
     assert pick_detection([[0, 0, 30, 30]], face) is None
     assert pick_detection([[0, 0, 30, 30]], face, min_iou=0.15)[0] == 0
-    assert inits.iou(face, face) == 1.0 and inits.iou(face, [60, 60, 70, 70]) == 0.0
+    assert iou(face, face) == 1.0 and iou(face, [60, 60, 70, 70]) == 0.0
 
 
 def test_box_to_shape_recovers_a_box_convention():
@@ -345,7 +391,61 @@ def test_registries_are_factories_and_lookup_names_keys(tmp_path):
     shape = np.ones((68, 2))
     assert np.array_equal(get_fitter("none", ctx)(None, shape), shape)
     assert set(FITTERS) >= {"none", "aam", "mdm"}
-    assert set(inits.INITIALISERS) >= {"mean-shape", "densereg", "densereg-raw", "hog-svm", "dpm"}
+    assert set(inits.INITIALISERS) >= {"mean-shape", "densereg", "hog-svm", "dpm"}
     with pytest.raises(KeyError, match="boxes:ARG"):
         inits.get_initialiser("gt-box", ctx)
     assert ctx.artefact_dir("mdm", "300w").is_dir()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# preds:DIR (precomputed landmarks, Menpo-benchmark style) and the densereg initialiser over the library API
+
+
+def test_preds_dir_scores_submitted_landmarks_and_lists_missing_files(data, tmp_path):
+    preds = tmp_path / "preds"
+    samples = ds.load_dataset("300w", data, "test")
+    for i, s in enumerate(samples):
+        if s.name == "02_Outdoor/outdoor_002":
+            continue                                         # no file: a miss, listed
+        target = preds / f"{s.name}.pts" if i % 2 else preds / f"{Path(s.name).name}.pts"   # name or stem
+        formats.write_pts(target, s.landmarks + (5.0 if s.name == "01_Indoor/indoor_003" else 0.0))
+    results = tmp_path / "results"
+    assert run_cli("300w", "--init", f"preds:{preds}", "--results", results) == 0
+    row = read_row(results)[0][0]
+    assert row["misses"] == "1" and row["n"] == "6"
+    by_name = {r["name"]: r for r in provenance.read_csv(results / row["errors"])[0]}
+    assert by_name["02_Outdoor/outdoor_002"]["status"] == "miss"
+    assert "outdoor_002.pts" in by_name["02_Outdoor/outdoor_002"]["message"]
+    assert float(by_name["01_Indoor/indoor_001"]["error"]) == pytest.approx(0.0, abs=1e-5)   # the GT itself
+    assert float(by_name["01_Indoor/indoor_003"]["error"]) > 0.1                             # 5 px off
+
+
+def test_preds_dir_with_a_malformed_file_stops_naming_it(data, tmp_path, capsys):
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    (preds / "indoor_001.pts").write_text("version: 1\nn_points: 68\n{\n1 2\n}\n")
+    assert run_cli("300w", "--init", f"preds:{preds}", "--results", tmp_path / "results") == 2
+    err = capsys.readouterr().err
+    assert "indoor_001.pts" in err
+    assert not (tmp_path / "results" / "300w.csv").exists()
+
+
+def test_densereg_initialiser_is_the_library_read_out_with_the_box_picking_the_face(tiny_synth, tmp_path):
+    pytest.importorskip("densereg.readout.predictor",
+                        reason="the DenseReg predictor (densereg.readout.predictor) comes with the lib branch")
+    from densereg import DenseReg
+
+    ctx = RunContext(source="synthetic", root=tiny_synth, dataset="300w", runs_dir=tmp_path / "runs",
+                     preset="tiny")
+    init = inits.get_initialiser("densereg", ctx)
+    checkpoint = tmp_path / "runs" / "densereg-tiny" / "last.pt"
+    assert checkpoint.is_file() and "densereg" in ctx.artefacts and "tiny/K" in ctx.artefacts["densereg"]
+    model = DenseReg.load(checkpoint, device="cpu")
+    sample = ds.load_dataset("300w", tiny_synth, "test")[0]
+    image = sample.image()
+    mine, theirs = init(image, sample.box), model.landmarks(image, box=sample.box)
+    assert (mine is None) == (theirs is None)
+    if mine is not None:
+        np.testing.assert_allclose(mine, theirs)
+    far = np.array([-500.0, -500.0, -400.0, -400.0])     # a box on no face: a miss, not a crop
+    assert init(image, far) is None

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import metrics, records as provenance
+from benchmarks import dense_metrics, records as provenance
 from benchmarks.experiments import segmentation
 from densereg.nn import deeplab, train
 from densereg.geometry import camera, rasterize
@@ -24,9 +24,9 @@ def test_transfer_of_the_gt_uv_reproduces_the_template_parts(frontal):
     tpl, verts, gt = frontal
     labels = segmentation.transfer_parts(tpl, gt.u, gt.v, gt.mask)
     assert set(np.unique(labels)) == set(range(len(PARTS))), "a frontal face shows all 8 classes"
-    iou = metrics.iou_per_class(labels, gt.parts, len(PARTS))
+    iou = dense_metrics.iou_per_class(labels, gt.parts, len(PARTS))
     np.testing.assert_array_equal(iou, np.ones(len(PARTS)))
-    assert metrics.mean_iou(iou) == 1.0
+    assert dense_metrics.mean_iou(iou) == 1.0
     assert (labels[~gt.mask] == 0).all(), "background is 'other'"
 
 
@@ -50,11 +50,11 @@ def test_transferred_parts_sit_where_the_template_puts_them(frontal):
 def test_a_wrong_uv_field_scores_below_one(frontal):
     tpl, _, gt = frontal
     shifted = segmentation.transfer_parts(tpl, np.clip(gt.u + 0.03, 0, 1), gt.v, gt.mask)
-    iou = metrics.iou_per_class(shifted, gt.parts, len(PARTS))
+    iou = dense_metrics.iou_per_class(shifted, gt.parts, len(PARTS))
     assert iou[PARTS.index("left_eye")] < 0.9 and iou[PARTS.index("nose")] < 1.0
     # Calling the whole face background leaves only "other" partly right.
     none = segmentation.transfer_parts(tpl, gt.u, gt.v, np.zeros_like(gt.mask))
-    iou = metrics.iou_per_class(none, gt.parts, len(PARTS))
+    iou = dense_metrics.iou_per_class(none, gt.parts, len(PARTS))
     assert 0 < iou[0] < 1 and np.all(iou[1:] == 0)
 
 

@@ -1,16 +1,19 @@
 """The K ablation of Fig. 5: quantised regression with K bins per axis, decoded as ``q`` and ``q + r``.
 
-    python -m benchmarks.experiments.kablation --source synthetic --preset cpu [--ks 1,5,10,20,40,60]
+    python -m benchmarks.run fig5 --source synthetic --preset cpu [--ks 1,5,10,20,40,60]
+    (also: python -m benchmarks.experiments.kablation [same options])
 
-For each K a network is trained (or its cached checkpoint reused) under ``runs/<source>/fig5/K<K>-<preset>/``;
+For each K a network is trained under ``runs/<source>/fig5/K<K>-<preset>/`` (an artefact of the harness:
+reused only while its config and training data are unchanged, ``benchmarks.baselines.networks``);
 K = 1 is plain regression (the paper's baseline). Each is evaluated on the test images that have fittings by
-the per-pixel Euclidean UV error over ground-truth foreground pixels (``metrics.uv_error``; a foreground pixel
+the per-pixel Euclidean UV error over ground-truth foreground pixels (``dense_metrics.uv_error``; a foreground pixel
 the network calls background counts as +inf), pooled over all images, summarised as the AUC of its CED on
 [0, 0.1] — our reading of Fig. 5 (DESIGN.md). ``q`` rows decode each pixel to its bin centre, ``q+r`` rows add
 the regressed residual. A second AUC uses the larger of the two axis errors (``max-axis``), the reading under
 which the paper's K = 5 ``q`` value (0.319) is attainable; both are written.
 
-Rows go to ``results/fig5_runs.csv`` (one per K × decode, replaced on re-run), read by ``benchmarks.report``.
+Rows go to ``results/fig5_runs.csv`` (one per K × decode with the checkpoint's identity and the provenance
+stamp, ``benchmarks.records``; replaced on re-run of the same key), read by ``benchmarks.report``.
 """
 
 from __future__ import annotations
@@ -22,28 +25,29 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import metrics, records as provenance
-from densereg.data import datasets, groundtruth
-from densereg.readout import forward as infer
-from densereg.nn import train
+from benchmarks import dense_metrics, records
+from benchmarks.baselines import networks
+from benchmarks.context import add_common, resolve_data
+from densereg.data import datasets, formats, groundtruth
 
 PAPER_KS = (1, 5, 10, 20, 40, 60)
 
 
 def train_for_k(K: int, source: str, preset: str, runs: Path, iterations: int | None = None,
-                root: Path | None = None) -> tuple[Path, float]:
-    """Train (or resume / reuse) the K-bin model; returns (checkpoint, training seconds this call)."""
+                root: Path | None = None) -> tuple:
+    """Train (or resume / reuse) the K-bin model; returns (checkpoint artefact, training seconds this call)."""
     variant = "regression" if K == 1 else "q+r"
-    cfg = train.make_config(preset, K=K, variant=variant, source=source, iterations=iterations,
-                            root=str(root) if root else None)
-    main_cfg = train.make_config(preset, source=source, iterations=iterations, root=str(root) if root else None)
+    cfg = networks.make_config(preset, K=K, variant=variant, source=source, iterations=iterations)
+    main_cfg = networks.make_config(preset, source=source, iterations=iterations)
     if cfg == main_cfg:   # the main DenseReg model (K = 10, q+r) is this K's model: reuse it, do not retrain
-        out = runs / source / f"densereg-{preset}"
+        out = Path(runs) / source / (f"densereg-{preset}" + ("" if iterations is None else f"-it{iterations}"))
+        overrides = {}
     else:
-        out = runs / source / "fig5" / (f"K{K}-{preset}" + ("" if iterations is None else f"-it{iterations}"))
+        out = Path(runs) / source / "fig5" / (f"K{K}-{preset}" + ("" if iterations is None else f"-it{iterations}"))
+        overrides = {"K": K, "variant": variant}
     start = time.perf_counter()
-    ckpt = train.train(cfg, out)
-    return ckpt, time.perf_counter() - start
+    artefact = networks.ensure_network(preset, out, root=root, source=source, iterations=iterations, **overrides)
+    return artefact, time.perf_counter() - start
 
 
 def _train_job(job):
@@ -68,6 +72,9 @@ def train_all(ks: list[int], args) -> dict[int, tuple[Path, float]]:
 
 def evaluate(checkpoint: Path, samples: list[datasets.Sample], batch_size: int = 8) -> dict[str, dict]:
     """Per-pixel UV errors of a checkpoint on ``samples`` (which need fittings), for both decodes."""
+    from densereg.nn import train
+    from densereg.readout import forward as infer
+
     model, cfg = train.load_model(checkpoint)
     errors = {"q": [], "q+r": []}
     cheb = {"q": [], "q+r": []}
@@ -78,77 +85,87 @@ def evaluate(checkpoint: Path, samples: list[datasets.Sample], batch_size: int =
         for s, img, est in zip(chunk, images, maps):
             gt = groundtruth.dense_gt(s, image_shape=img.shape[:2])
             for decode, (pu, pv) in {"q": (est.u_q, est.v_q), "q+r": (est.u, est.v)}.items():
-                errors[decode].append(metrics.uv_error(pu, pv, gt.u, gt.v, gt.mask))
+                errors[decode].append(dense_metrics.uv_error(pu, pv, gt.u, gt.v, gt.mask))
                 du = np.abs(pu[gt.mask] - gt.u[gt.mask])
                 dv = np.abs(pv[gt.mask] - gt.v[gt.mask])
                 cheb[decode].append(np.nan_to_num(np.maximum(du, dv), nan=np.inf))
     out = {}
     for decode in errors:
         e, c = np.concatenate(errors[decode]), np.concatenate(cheb[decode])
-        auc, fail = metrics.uv_auc(e)
-        auc_c, _ = metrics.uv_auc(c)
+        auc, fail = dense_metrics.uv_auc(e)
+        auc_c, _ = dense_metrics.uv_auc(c)
         out[decode] = {"auc": auc, "failure": fail, "auc_maxaxis": auc_c, "n_pixels": int(e.size),
                        "n_images": len(samples)}
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.experiments.kablation", description=__doc__.split("\n\n")[1])
-    parser.add_argument("--source", choices=("real", "synthetic"), default="synthetic")
-    parser.add_argument("--preset", default="cpu", choices=list(train.PRESETS))
-    parser.add_argument("--ks", default=",".join(map(str, PAPER_KS)))
+def add_arguments(parser):
+    """The options of the Fig. 5 command (``benchmarks.run fig5``), beside ``context.add_common``."""
+    parser.add_argument("--preset", default=None, choices=list(networks.PRESETS),
+                        help="network preset (default: cpu on synthetic data, paper on real)")
+    parser.add_argument("--ks", default=",".join(map(str, PAPER_KS)), help="comma-separated K values")
     parser.add_argument("--iterations", type=int, default=None, help="override the preset's iterations")
     parser.add_argument("--eval-dataset", default="300w")
     parser.add_argument("--eval-split", default="test")
-    parser.add_argument("--limit", type=int, default=None, help="evaluate on the first N images only")
-    parser.add_argument("--runs", type=Path, default=Path("runs"))
-    parser.add_argument("--results", type=Path, default=Path("results"))
-    parser.add_argument("--root", type=Path, default=None, help="explicit data root")
     parser.add_argument("--parallel", type=int, default=None,
                         help="networks trained at once, one core each (default: the number of cores)")
-    args = parser.parse_args(argv)
-    if args.root is not None:
-        root = args.root
-    elif args.source == "synthetic":
-        from densereg.data.synth import ensure_synthetic
 
-        root = ensure_synthetic()
-    else:
-        root = datasets.data_root("real")
+
+def run(args) -> int:
+    """Fig. 5: train every K, score both decodes on the images with fittings, write one row per K × decode."""
+    source, root = resolve_data("300W", args.source, args.root)
+    args.source, args.root = source, root   # the spawned trainers see the resolved data
+    args.preset = args.preset if args.preset in networks.PRESETS else ("cpu" if source == "synthetic" else "paper")
     samples = datasets.load_dataset(args.eval_dataset, root, args.eval_split)
     samples = [s for s in samples if "fitting" in s.extras][: args.limit]
     if not samples:
-        raise SystemExit(f"{args.eval_dataset}/{args.eval_split} under {root} has no images with 3D fittings: "
-                         "the per-pixel UV error of Fig. 5 needs dense ground truth (300W-LP-style fittings)")
-    print(f"[fig5] data source: {args.source}; preset {args.preset}; {len(samples)} evaluation images",
+        raise formats.DatasetError(
+            f"{args.eval_dataset}/{args.eval_split} under {root} has no images with 3D fittings: the per-pixel UV "
+            "error of Fig. 5 needs dense ground truth (300W-LP-style fittings)")
+    print(f"[fig5] data source: {source} ({root}); preset {args.preset}; {len(samples)} evaluation images",
           file=sys.stderr)
     ks = [int(k) for k in args.ks.split(",")]
     checkpoints = train_all(ks, args)
+    preset = args.preset if args.iterations is None else f"{args.preset}+iterations={args.iterations}"
+    table = Path(args.results) / "fig5_runs.csv"
     for K in ks:
-        ckpt, seconds = checkpoints[K]
+        artefact, seconds = checkpoints[K]
         t0 = time.perf_counter()
-        result = evaluate(ckpt, samples)
+        result = evaluate(artefact.path, samples)
         eval_s = time.perf_counter() - t0
-        cfg = train.read_checkpoint(ckpt)["config"]
-        preset = args.preset if args.iterations is None else f"{args.preset}+iterations={args.iterations}"
+        cfg = artefact.config or {}
         rows = []
         for decode, r in result.items():
             if K == 1 and decode == "q":
                 continue       # one bin: the bin centre is the constant 0.5, not a row of Fig. 5
             rows.append({"K": K, "decode": decode, "auc": f"{r['auc']:.4f}", "failure": f"{r['failure']:.4f}",
                          "auc_maxaxis": f"{r['auc_maxaxis']:.4f}", "n_pixels": r["n_pixels"],
-                         "n_images": r["n_images"], "iterations": cfg["iterations"],
-                         "train_seconds": f"{seconds:.0f}", "eval_seconds": f"{eval_s:.0f}",
-                         "source": args.source, "preset": preset, "commit": provenance.git_commit(),
-                         "torch": provenance.torch_version(), "device": provenance.device_description(),
-                         "date": provenance.now()})
+                         "n_images": r["n_images"], "iterations": cfg.get("iterations", ""),
+                         "train_seconds": f"{seconds:.0f}", "eval_seconds": f"{eval_s:.0f}", "source": source,
+                         "preset": preset, "seed": cfg.get("seed", 0), "artefacts": f"densereg={artefact.identity}",
+                         **records.stamp(records.device_description())})
             print(f"[fig5] K={K:<3d} {decode:<4s} AUC {r['auc']:.4f} (max-axis {r['auc_maxaxis']:.4f}) "
                   f"over {r['n_pixels']} pixels", file=sys.stderr)
-        for row in rows:
-            provenance.upsert_csv_row(args.results / "fig5_runs.csv", row, list(row),
-                                      key=("K", "decode", "source", "preset"))
-    print(f"[fig5] rows in {args.results / 'fig5_runs.csv'}; data source: {args.source}", file=sys.stderr)
+        records.write_run(table, rows, records.SCHEMAS["kablation"])
+    print(f"[fig5] rows in {table}; data source: {source}", file=sys.stderr)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m benchmarks.experiments.kablation``: the same as ``python -m benchmarks.run fig5``."""
+    from benchmarks.baselines.artefacts import ArtefactError
+    from benchmarks.context import DataRootError
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.experiments.kablation",
+                                     description=__doc__.split("\n\n")[1])
+    add_common(parser)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except (formats.DatasetError, DataRootError, ArtefactError) as exc:
+        print(f"[fig5] error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

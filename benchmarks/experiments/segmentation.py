@@ -1,7 +1,8 @@
 """Table 1 and Fig. 6: Helen face-part segmentation, DenseReg's label transfer versus DeepLab-v2.
 
-    python -m benchmarks.experiments.segmentation --method densereg --source synthetic --preset cpu
-    python -m benchmarks.experiments.segmentation --method deeplab --source synthetic --preset cpu
+    python -m benchmarks.run helen --method densereg --source synthetic --preset cpu
+    python -m benchmarks.run helen --method deeplab --source synthetic --preset cpu
+    (also: python -m benchmarks.experiments.segmentation --method densereg|deeplab [same options])
 
 Paper Sec. 4.2. The 8 part classes are drawn once on the template (``template.PARTS``; class 0 "other" is
 every pixel outside the seven parts, background included). Any image with a 3D fitting gets its
@@ -13,10 +14,11 @@ ground-truth labels by carrying the template labels through its GT UV field (``g
 * ``deeplab``: DeepLab-v2 (``densereg.nn.deeplab``), the same trunk with the ASPP head, trained with per-pixel
   cross-entropy on those GT labels, with the same training images, schedule and preset as DenseReg.
 
-Score: dataset-level IoU per class over the Helen test set (``metrics.iou_per_class``) and their mean over all
+Score: dataset-level IoU per class over the Helen test set (``dense_metrics.iou_per_class``) and their mean over all
 8 classes, "other" included (the paper's "Average"). Rows go to ``results/helen.csv`` (one per method and
-part, replaced on re-run; ``--limit N`` tags the method name with ``[limit=N]`` so a smoke run never
-replaces a full one) and the table is printed beside the paper's. A Fig. 6 panel (image, GT, DenseReg,
+part, with the checkpoint's identity and the provenance stamp, ``benchmarks.records``; replaced on re-run of
+the same key; ``--limit N`` tags the method name with ``[limit=N]`` so a smoke run never replaces a full one)
+and the table is printed beside the paper's. A Fig. 6 panel (image, GT, DenseReg,
 DeepLab-v2 for a few test images) goes to ``results/figures/fig6_<source>.png`` once both methods have rows
 for the source and preset, or whenever ``--figure`` is given.
 
@@ -26,15 +28,16 @@ images. ``--source real`` reads the 330 images of ``$DENSEREG_DATA/300W/helen/te
 each test image, which is what is then segmented), and the Basel Face Model the fittings refer to.
 
 Checkpoints. By default ``runs/<source>/<method>-<preset>/last.pt``, trained first (or resumed) when absent
-or unfinished, exactly as ``python -m densereg.nn.train --task <method> --preset <preset> --source <source>
+or unfinished, and rebuilt when its config or training data changed (``benchmarks.baselines.networks``),
+exactly as ``python -m densereg.nn.train --task <method> --preset <preset> --source <source>
 --out runs/<source>/<method>-<preset>`` would; the DenseReg one is the checkpoint Table 2 uses too.
+``--checkpoint`` is checked against the preset and refused (never retrained) when it differs.
 ``--iterations N`` shortens both schedules (folders ``...-it<N>``, rows labelled ``<preset>+iterations=N``).
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 import time
 from dataclasses import dataclass
@@ -42,12 +45,15 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import metrics, records as provenance
+from benchmarks import dense_metrics, records
+from benchmarks.baselines import networks
+from benchmarks.context import add_common, resolve_data
+from benchmarks.experiments.fig6 import figure_indices, write_figure
 from densereg.data import datasets, formats, groundtruth
-from densereg.nn import train
-from densereg.geometry import templates
+from densereg.geometry.templates import template_for
 from densereg.geometry.template import PARTS
-from densereg.readout.parts import PART_COLOURS, colourise, transfer_parts  # noqa: F401 (moved to the library)
+from densereg.readout.parts import transfer_parts
+from densereg.registry import lookup
 
 
 @dataclass(frozen=True)
@@ -64,15 +70,11 @@ class Method:
 
 
 METHODS = {"densereg": Method("DenseReg", "densereg"), "deeplab": Method("DeepLab-v2", "deeplab")}
-COLUMNS = ("method", "part", "iou", "source", "preset", "seed", "commit", "torch", "device", "date", "n")
-KEY = ("method", "part", "source", "preset")
-FIGURE_IMAGES = 4
+SCHEMA = records.SCHEMAS["segmentation"]
 
 def get_method(key: str) -> Method:
     """``METHODS[key]``, naming the valid keys when ``key`` is unknown."""
-    if key not in METHODS:
-        raise KeyError(f"unknown method {key!r}; valid: {', '.join(METHODS)}")
-    return METHODS[key]
+    return lookup(METHODS, key, "segmentation method")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -149,21 +151,12 @@ def default_run_dir(method: str, source: str, preset: str, runs: Path, iteration
 
 
 def ensure_checkpoint(method: str, source: str, preset: str, runs: Path, root: Path | None = None,
-                      iterations: int | None = None) -> Path:
-    """The method's default checkpoint, trained (or resumed) first when absent or unfinished."""
-    task = get_method(method).task
-    out = default_run_dir(method, source, preset, runs, iterations)
-    cfg = train.make_config(preset, task=task, source=source, iterations=iterations,
-                            root=str(root) if root is not None else None)
-    last = out / "last.pt"
-    done = last.is_file() and int(train.read_checkpoint(last, cfg.resolved())["step"]) >= cfg.iterations
-    if not done:
-        command = (f"python -m densereg.nn.train --task {task} --preset {preset} --source {source} --out {out}"
-                   + (f" --iterations {iterations}" if iterations is not None else "")
-                   + (f" --root {root}" if root is not None else ""))
-        print(f"[table1] {'resuming' if last.is_file() else 'training'} {get_method(method).name}: {command}",
-              file=sys.stderr)
-    return train.train(cfg, out)
+                      iterations: int | None = None, checkpoint: Path | None = None):
+    """The method's checkpoint artefact: the default one trained (or resumed, or rebuilt when stale) first, or
+    the user's ``checkpoint`` checked against the preset."""
+    return networks.ensure_network(preset, default_run_dir(method, source, preset, runs, iterations), root=root,
+                                   checkpoint=checkpoint, task=get_method(method).task, source=source,
+                                   iterations=iterations)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -202,10 +195,12 @@ def evaluate(checkpoint: Path, samples: list[datasets.Sample], batch_size: int =
         ``iou``: ``(8,)`` per-class IoU (NaN for a class absent from both); ``average``: their NaN-ignoring
         mean; ``n``: images; ``kept``: {index: (image, gt, prediction)}; ``seconds``; ``device``.
     """
+    from densereg.nn import train
+
     model, cfg = train.load_model(checkpoint)
     device = _device()
     model.to(device)
-    template = templates.template_for(formats.read_fitting(samples[0].extras["fitting"]).model)
+    template = template_for(formats.read_fitting(samples[0].extras["fitting"]).model)
     preds, gts, kept = [], [], {}
     start = time.perf_counter()
     for first in range(0, len(samples), batch_size):
@@ -218,16 +213,16 @@ def evaluate(checkpoint: Path, samples: list[datasets.Sample], batch_size: int =
             gts.append(gt)
             if i in keep:
                 kept[i] = (img, gt, pred)
-    iou = metrics.iou_per_class(preds, gts, len(PARTS))
-    return {"iou": iou, "average": metrics.mean_iou(iou), "n": len(samples), "kept": kept,
-            "seconds": time.perf_counter() - start, "device": provenance.device_description(device)}
+    iou = dense_metrics.iou_per_class(preds, gts, len(PARTS))
+    return {"iou": iou, "average": dense_metrics.mean_iou(iou), "n": len(samples), "kept": kept,
+            "seconds": time.perf_counter() - start, "device": records.device_description(device)}
 
 
-def result_rows(method_name: str, result: dict, source: str, preset: str, seed: int) -> list[dict]:
+def result_rows(method_name: str, result: dict, source: str, preset: str, seed: int,
+                artefacts: str = "") -> list[dict]:
     """The ``helen.csv`` rows of one evaluation: one per part, then ``average`` (results/README.md)."""
-    common = {"source": source, "preset": preset, "seed": seed, "commit": provenance.git_commit(),
-              "torch": provenance.torch_version(), "device": result["device"], "date": provenance.now(),
-              "n": result["n"]}
+    common = {"source": source, "preset": preset, "seed": seed, **records.stamp(result["device"]),
+              "n": result["n"], "artefacts": artefacts}
     values = list(zip(PARTS, result["iou"])) + [("average", result["average"])]
     return [{"method": method_name, "part": part, "iou": "" if np.isnan(v) else f"{v:.4f}", **common}
             for part, v in values]
@@ -239,7 +234,7 @@ def table_text(rows: list[dict], paper_csv: Path) -> str:
 
     method = rows[0]["method"]
     base = method.split(" [")[0]
-    paper_rows, _ = provenance.read_csv(paper_csv)
+    paper_rows, _ = records.read_csv(paper_csv)
     paper = {r["metric"][len("iou_"):]: r["value"] for r in paper_rows
              if r.get("table") == "table1" and r.get("row") == base}
     ours = {r["part"]: r["iou"] for r in rows}
@@ -250,81 +245,8 @@ def table_text(rows: list[dict], paper_csv: Path) -> str:
     return tabulate(body, headers=["part", f"{base} paper (%)", "ours (%)"], tablefmt="github")
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Fig. 6
-
-
-def figure_indices(n_samples: int, count: int = FIGURE_IMAGES) -> tuple[int, ...]:
-    """Evenly spread sample indices for the figure (the same ones for every method)."""
-    return tuple(int(i) for i in np.unique(np.linspace(0, n_samples - 1, min(count, n_samples)).round()))
-
-
-def face_window(box: np.ndarray, shape: tuple[int, int], margin: float = 0.4) -> tuple[slice, slice]:
-    """Rows and columns of a square window around a face box grown by ``margin`` per side, for display.
-
-    The panel shows the face, as the paper's Fig. 6 does; the box only says where the face is.
-    """
-    x0, y0, x1, y1 = np.asarray(box, float)
-    half = max(x1 - x0, y1 - y0) * (0.5 + margin)
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    h, w = shape
-    rows = slice(max(0, int(cy - half)), min(h, int(np.ceil(cy + half))))
-    cols = slice(max(0, int(cx - half)), min(w, int(np.ceil(cx + half))))
-    return rows, cols
-
-
-def draw_figure(path: Path, panels: list[tuple], title: str) -> Path:
-    """Fig. 6: one row per image with (image, GT, DenseReg, DeepLab-v2) parts, written atomically as PNG.
-
-    Args:
-        path: the PNG to write.
-        panels: ``(image, gt, densereg, deeplab)`` per row; label images are ``H×W`` class ids.
-        title: names the data source and preset.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
-
-    heads = ("image", "GT", METHODS["densereg"].name, METHODS["deeplab"].name)
-    fig, axes = plt.subplots(len(panels), 4, figsize=(8, 2.1 * len(panels) + 0.9), squeeze=False)
-    for r, row in enumerate(panels):
-        for c, tile in enumerate(row):
-            ax = axes[r, c]
-            ax.imshow(tile if c == 0 else colourise(tile), interpolation="nearest")
-            ax.set_xticks([]), ax.set_yticks([])
-            if r == 0:
-                ax.set_title(heads[c], fontsize=9)
-    fig.legend(handles=[Patch(color=PART_COLOURS[i] / 255, label=name.replace("_", " "))
-                        for i, name in enumerate(PARTS)], loc="lower center", ncol=4, fontsize=7, frameon=False)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout(rect=(0, 0.07, 1, 0.95))
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    provenance.atomic_write_bytes(path, buffer.getvalue())
-    return path
-
-
-def write_figure(path: Path, samples: list[datasets.Sample], keep: tuple[int, ...], kept: dict,
-                 predictions: dict[str, dict], title: str) -> Path:
-    """Fig. 6 for samples ``keep``: their image and GT (``kept[i][:2]``) and each method's labels, face-cropped.
-
-    Args:
-        predictions: ``{"densereg": {i: labels}, "deeplab": {i: labels}}``.
-    """
-    panels = []
-    for i in keep:
-        image, gt = kept[i][0], kept[i][1]
-        window = face_window(samples[i].box, image.shape[:2])
-        tiles = (image, gt, predictions["densereg"][i], predictions["deeplab"][i])
-        panels.append(tuple(tile[window] for tile in tiles))
-    return draw_figure(path, panels, title)
-
-
 def _has_rows(results: Path, method_name: str, source: str, preset: str) -> bool:
-    rows, _ = provenance.read_csv(results / "helen.csv")
+    rows, _ = records.read_csv(results / "helen.csv")
     return any(r.get("method") == method_name and r.get("source") == source and r.get("preset") == preset
                for r in rows)
 
@@ -333,78 +255,90 @@ def _has_rows(results: Path, method_name: str, source: str, preset: str) -> bool
 # Command line
 
 
-def _resolve_root(source: str, root: Path | None) -> Path:
-    if root is not None:
-        return root
-    if source == "synthetic":
-        from densereg.data.synth import ensure_synthetic
+def add_arguments(parser, method_required=True, own_options=False):
+    """The options of the Table 1 command (``benchmarks.run helen --method``), beside ``context.add_common``.
 
-        return Path(ensure_synthetic())
-    return datasets.data_root("real")
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.experiments.segmentation",
-                                     description="Table 1 / Fig. 6: Helen face-part segmentation IoU.")
-    parser.add_argument("--method", required=True, choices=list(METHODS))
-    parser.add_argument("--source", choices=("synthetic", "real"), default="synthetic")
-    parser.add_argument("--preset", default="cpu", choices=list(train.PRESETS))
-    parser.add_argument("--checkpoint", type=Path, default=None,
-                        help="evaluate this checkpoint; default runs/<source>/<method>-<preset>/last.pt, "
-                             "trained first when absent")
+    ``own_options`` adds ``--preset`` and ``--checkpoint``, which ``benchmarks.run helen`` already has.
+    """
+    parser.add_argument("--method", required=method_required, choices=list(METHODS),
+                        help="Table 1 method: segmentation IoU on the Helen test set")
+    if own_options:
+        parser.add_argument("--preset", default=None, choices=list(networks.PRESETS),
+                            help="network preset (default: cpu on synthetic data, paper on real)")
+        parser.add_argument("--checkpoint", type=Path, default=None,
+                            help="evaluate this checkpoint (checked against the preset, never retrained); "
+                                 "default runs/<source>/<method>-<preset>/last.pt, trained first when absent")
     parser.add_argument("--iterations", type=int, default=None,
                         help="shorten the preset's training schedule (default checkpoints only); rows are "
                              "labelled preset '<preset>+iterations=N'")
-    parser.add_argument("--limit", type=int, default=None, help="evaluate the first N test images only")
     parser.add_argument("--figure", action="store_true",
                         help="draw Fig. 6 now (training the other method's default checkpoint if needed)")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--runs", type=Path, default=Path("runs"))
-    parser.add_argument("--results", type=Path, default=Path("results"))
-    parser.add_argument("--root", type=Path, default=None, help="explicit data root (default: the source's)")
-    args = parser.parse_args(argv)
+
+
+def run(args) -> int:
+    """Table 1 for ``args.method``: checkpoint → label every test image → IoU → rows; Fig. 6 when both ran.
+
+    Raises:
+        context.DataRootError, formats.DatasetError, artefacts.ArtefactError: the data or checkpoint is not
+            usable; the message says which file and what to do.
+    """
     method = get_method(args.method)
-    try:
-        root = _resolve_root(args.source, args.root)
-        samples = helen_test_samples(args.source, root)[: args.limit]
-        templates.template_for(formats.read_fitting(samples[0].extras["fitting"]).model)  # BFM present?
-    except (formats.DatasetError, KeyError, FileNotFoundError) as exc:
-        print(f"[table1] error: {exc}", file=sys.stderr)
-        return 2
-    print(f"[table1] data source: {args.source}; preset {args.preset}; {len(samples)} Helen test images; "
+    source, root = resolve_data("300W", args.source, args.root)
+    preset = args.preset if args.preset in networks.PRESETS else ("cpu" if source == "synthetic" else "paper")
+    samples = helen_test_samples(source, root)[: args.limit]
+    template_for(formats.read_fitting(samples[0].extras["fitting"]).model)  # BFM present?
+    print(f"[table1] data source: {source} ({root}); preset {preset}; {len(samples)} Helen test images; "
           f"method {method.name}", file=sys.stderr)
 
-    def checkpoint_of(key: str) -> Path:
-        if key == args.method and args.checkpoint is not None:
-            return args.checkpoint
-        return ensure_checkpoint(key, args.source, args.preset, args.runs, args.root, args.iterations)
+    def checkpoint_of(key: str):
+        explicit = args.checkpoint if key == args.method else None
+        return ensure_checkpoint(key, source, preset, args.runs, root, args.iterations, explicit)
 
     keep = figure_indices(len(samples))
-    ckpt = checkpoint_of(args.method)
-    seed = int(train.read_checkpoint(ckpt)["config"].get("seed", 0))
+    artefact = checkpoint_of(args.method)
+    ckpt = artefact.path
+    seed = int((artefact.config or {}).get("seed", 0))
     result = evaluate(ckpt, samples, args.batch_size, keep)
     name = method.name + (f" [limit={args.limit}]" if args.limit is not None else "")
-    preset = preset_label(args.preset, args.iterations)
-    rows = result_rows(name, result, args.source, preset, seed)
-    for row in rows:
-        provenance.upsert_csv_row(args.results / "helen.csv", row, COLUMNS, KEY)
-    print(f"Table 1 ({args.source} data, preset {preset}, {result['n']} images, checkpoint {ckpt}):")
-    print(table_text(rows, provenance.REPO_ROOT / "results" / "paper.csv"))
-    print(f"[table1] {len(rows)} rows in {args.results / 'helen.csv'} ({result['seconds']:.0f} s on "
-          f"{result['device']})", file=sys.stderr)
+    label = preset_label(preset, args.iterations)
+    rows = result_rows(name, result, source, label, seed, f"{method.task}={artefact.identity}")
+    table = Path(args.results) / "helen.csv"
+    records.write_run(table, rows, SCHEMA)
+    print(f"Table 1 ({source} data, preset {label}, {result['n']} images, checkpoint {ckpt}):")
+    print(table_text(rows, records.REPO_ROOT / "results" / "paper.csv"))
+    print(f"[table1] {len(rows)} rows in {table} ({result['seconds']:.0f} s on {result['device']})",
+          file=sys.stderr)
 
     other = "deeplab" if args.method == "densereg" else "densereg"
     other_name = METHODS[other].name + (f" [limit={args.limit}]" if args.limit is not None else "")
-    if args.figure or _has_rows(args.results, other_name, args.source, preset):
-        other_result = evaluate(checkpoint_of(other), [samples[i] for i in keep], args.batch_size,
+    if args.figure or _has_rows(Path(args.results), other_name, source, label):
+        other_result = evaluate(checkpoint_of(other).path, [samples[i] for i in keep], args.batch_size,
                                 keep=tuple(range(len(keep))))
         predictions = {args.method: {i: result["kept"][i][2] for i in keep},
                        other: {keep[j]: kept[2] for j, kept in other_result["kept"].items()}}
-        title = f"Fig. 6: Helen test parts ({args.source} data, preset {preset})"
-        path = write_figure(args.results / "figures" / f"fig6_{args.source}.png", samples, keep,
-                            result["kept"], predictions, title)
+        title = f"Fig. 6: Helen test parts ({source} data, preset {label})"
+        path = write_figure(Path(args.results) / "figures" / f"fig6_{source}.png", samples, keep,
+                            result["kept"], predictions, title, {k: m.name for k, m in METHODS.items()})
         print(f"[table1] figure: {path}", file=sys.stderr)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m benchmarks.experiments.segmentation``: the same as ``python -m benchmarks.run helen --method``."""
+    from benchmarks.baselines.artefacts import ArtefactError
+    from benchmarks.context import DataRootError
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.experiments.segmentation",
+                                     description="Table 1 / Fig. 6: Helen face-part segmentation IoU.")
+    add_common(parser)
+    add_arguments(parser, own_options=True)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except (formats.DatasetError, DataRootError, ArtefactError, KeyError, FileNotFoundError) as exc:
+        print(f"[table1] error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

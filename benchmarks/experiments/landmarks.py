@@ -1,0 +1,261 @@
+"""The landmark experiment protocol (Tables 2–4, Fig. 7): samples → predict → score → summarise → row.
+
+    python -m benchmarks.run 300w --init densereg --fitter none --source synthetic
+
+For every sample of the split: ``init(image, box)`` → ``fitter(image, shape)`` → normalised error against the
+ground truth, which only this module and the metrics see (68-point error over the outer-eye-corner distance
+for faces, over the GT box's average edge for ears). A missed face (``None`` or ``benchmarks.context.Miss``),
+an exception raised by a method, or an output that is not a finite ``N×2`` shape scores ``+inf``: it counts
+in every denominator and is listed with its reason in the per-image file, never dropped.
+
+Outputs, written as one unit by ``benchmarks.records.write_run``:
+
+* ``<results>/<dataset>.csv``: one summary row per run (AUC and failure rate at 0.1 and 0.08 as fractions,
+  mean/median NME over the finite errors, n, misses, seconds per image, source, preset, seed, the identity of
+  every trained artefact used, commit, torch, device, date, tag, the errors file). A later run with the same
+  key (dataset, split, init, fitter, artefacts, source, preset, seed, tag) replaces the earlier row; a run
+  with another artefact (a K=5 checkpoint) or seed gets its own row.
+* ``<results>/errors/<key>.csv``: ``name, error, status, message, seconds`` per image in sample order.
+  ``status`` is ``ok``, ``miss``, ``init-error``, ``init-invalid``, ``fit-error`` or ``fit-invalid``.
+
+``workers > 1`` evaluates images in forked processes that inherit the methods built once in the parent (so
+anything a method trains on first use is trained once); every image is seeded from (seed, its index) and
+results are kept in sample order, so the output does not depend on the number of workers.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import sys
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks import metrics, records
+from benchmarks.context import Miss
+from benchmarks.fitters import get_fitter
+from benchmarks.initialisers import get_initialiser
+from densereg.data.workers import fork_pool
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How one landmark dataset is evaluated.
+
+    Attributes:
+        folder: the folder under the data root whose presence says the dataset is there.
+        norm: key of ``metrics.NORMALISERS`` for the per-image error.
+        load_options: keyword arguments for ``datasets.load_dataset``.
+    """
+
+    folder: str
+    norm: str
+    load_options: dict = field(default_factory=dict)
+
+
+PROTOCOLS = {
+    "300w": Protocol("300W", "outer-eye"),
+    # The 300-VW protocol drops the frames its authors flag as unreliable.
+    "300vw": Protocol("300VW", "outer-eye", {"drop_unreliable": True}),
+    "ears": Protocol("ears", "box"),  # 55 points over the GT box's (w + h) / 2, paper Sec. 4.7
+    "helen": Protocol("300W/helen/testset", "outer-eye"),
+}
+SCHEMA = records.SCHEMAS["landmarks"]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Predict and score one sample
+
+
+def seed_everything(seed, index):
+    """Seed Python, NumPy and (when loaded) torch from ``(seed, index)`` so an image's result is reproducible
+    whichever worker evaluates it."""
+    value = int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+    random.seed(value)
+    np.random.seed(value)
+    if "torch" in sys.modules:
+        sys.modules["torch"].manual_seed(value)
+
+
+def _message(exc):
+    text = f"{type(exc).__name__}: {exc}".replace("\n", " ").strip()
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _check_shape(pred, n_points, who):
+    """``(shape, None)`` for a finite ``(n_points, 2)`` output, else ``(None, reason)``."""
+    try:
+        shape = np.asarray(pred, dtype=float)
+    except (TypeError, ValueError) as e:
+        return None, f"{who} returned {type(pred).__name__}, not an array ({e})"
+    if shape.shape != (n_points, 2):
+        return None, f"{who} returned shape {shape.shape}, expected ({n_points}, 2)"
+    if not np.isfinite(shape).all():
+        return None, f"{who} returned non-finite coordinates"
+    return shape, None
+
+
+def evaluate_sample(sample, init, fit, norm):
+    """Run ``init`` then ``fit`` on one sample and score it.
+
+    Returns:
+        dict with ``name``, ``error`` (``+inf`` on any failure), ``status``, ``message`` and ``seconds`` (time
+        spent in the two methods).
+
+    Raises:
+        formats.DatasetError: the sample's image cannot be read (a data problem, not a method failure).
+    """
+    image = sample.image()
+    gt = sample.landmarks
+    out = {"name": sample.name, "error": float("inf"), "status": "ok", "message": ""}
+    start = time.perf_counter()
+    try:
+        kwargs = {"name": sample.name} if getattr(init, "needs_name", False) else {}
+        pred = init(image, np.array(sample.box, dtype=float), **kwargs)
+    except Miss as e:  # a declared miss, with its reason (e.g. no prediction file)
+        pred = None
+        out.update(status="miss", message=str(e))
+    except Exception as e:  # any failure of a method is a scored failure, never a crash of the run
+        pred = None
+        out.update(status="init-error", message=_message(e))
+    else:
+        if pred is None:
+            out.update(status="miss", message="initialiser found no face")
+        else:
+            pred, reason = _check_shape(pred, len(gt), "initialiser")
+            if reason:
+                out.update(status="init-invalid", message=reason)
+    if out["status"] == "ok":
+        try:
+            fitted = fit(image, pred.copy())
+        except Exception as e:
+            out.update(status="fit-error", message=_message(e))
+        else:
+            fitted, reason = _check_shape(fitted, len(gt), "fitter")
+            if reason:
+                out.update(status="fit-invalid", message=reason)
+            else:
+                box = sample.box if norm.startswith("box") else None
+                out["error"] = float(metrics.nme(fitted, gt, norm=norm, box=box))
+    out["seconds"] = time.perf_counter() - start
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Predict every sample, in this process or in forked workers
+
+
+def build_methods(init_spec, fitter_spec, ctx):
+    """``(initialiser, fitter)`` built from their specs for ``ctx`` (artefacts recorded in ``ctx``)."""
+    return get_initialiser(init_spec, ctx), get_fitter(fitter_spec, ctx)
+
+
+def method_device(ctx):
+    """What the methods of this process run on, for the provenance column."""
+    device = ctx.torch_device() if "torch" in sys.modules else "cpu"
+    return records.device_description(device)
+
+
+_WORKER = {}  # the job and the built methods, set in the parent before forking so workers inherit them
+
+
+def _worker_task(index):
+    job = _WORKER["job"]
+    seed_everything(job["seed"], index)
+    return evaluate_sample(job["samples"][index], *_WORKER["methods"], job["norm"])
+
+
+def evaluate(samples, methods, norm, workers=1, seed=0, progress=True, desc=""):
+    """Evaluate every sample with ``methods = (init, fit)``, in sample order; ``workers > 1`` forks.
+
+    Returns:
+        the per-sample dicts of :func:`evaluate_sample`.
+    """
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(samples), desc=desc, unit="img", file=sys.stderr, disable=not progress)
+    results = []
+    if workers <= 1:
+        for index, sample in enumerate(samples):
+            seed_everything(seed, index)
+            results.append(evaluate_sample(sample, *methods, norm))
+            bar.update()
+    else:
+        _WORKER.update(methods=methods, job={"samples": samples, "norm": norm, "seed": seed})
+        with fork_pool(workers) as pool:
+            for result in pool.imap(_worker_task, range(len(samples)), chunksize=1):
+                results.append(result)
+                bar.update()
+    bar.close()
+    return results
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Summarise and record
+
+
+def slug(text, max_len=60):
+    """``text`` made safe as part of a file name; long texts keep their end and gain a short hash."""
+    safe = re.sub(r"[^A-Za-z0-9.+=-]+", "-", str(text)).strip("-.") or "x"
+    if len(safe) > max_len:
+        safe = f"{safe[-(max_len - 9):].lstrip('-.')}-{zlib.crc32(str(text).encode()):08x}"
+    return safe
+
+
+def errors_path(results_dir, dataset, split, init, fitter, source, preset="default", tag="", seed=0,
+                artefacts=""):
+    """The per-image errors file of one run key: preset when not ``default``, tag when set, ``s<seed>`` when
+    not 0, and a short hash of the artefact identities when the run used any."""
+    parts = [dataset, split, init, fitter, source]
+    parts += [preset] if preset != "default" else []
+    parts += [tag] if tag else []
+    parts += [f"s{seed}"] if int(seed) else []
+    parts += [f"a{zlib.crc32(artefacts.encode()):08x}"] if artefacts else []
+    return Path(results_dir) / "errors" / ("_".join(slug(p) for p in parts) + ".csv")
+
+
+def _fmt(value, spec):
+    return "nan" if value != value else format(value, spec)  # NaN never equals itself
+
+
+def summary_row(results, key, device, errors_file):
+    """The run's row: metrics of the per-image errors, its key, provenance and its errors file."""
+    errors = np.array([r["error"] for r in results], dtype=float)
+    s = metrics.summarise(errors)
+    seconds = float(np.mean([r["seconds"] for r in results]))
+    return {**key,
+            "auc_0.1": _fmt(s["auc_0.1"], ".6f"), "failure_0.1": _fmt(s["failure_0.1"], ".6f"),
+            "auc_0.08": _fmt(s["auc_0.08"], ".6f"), "failure_0.08": _fmt(s["failure_0.08"], ".6f"),
+            "mean_nme": _fmt(s["mean"], ".6g"), "median_nme": _fmt(s["median"], ".6g"),
+            "n": s["n"], "misses": s["n_inf"], "seconds_per_image": _fmt(seconds, ".4g"),
+            **records.stamp(device), "errors": errors_file}
+
+
+def error_rows(results):
+    """The per-image errors file's rows (``records.ERROR_COLUMNS``)."""
+    return [{"name": r["name"], "error": repr(float(r["error"])), "status": r["status"], "message": r["message"],
+             "seconds": _fmt(r["seconds"], ".4g")} for r in results]
+
+
+def run(samples, init_spec, fitter_spec, ctx, *, split, results_dir, norm, workers=1, tag="", progress=True):
+    """The whole protocol for one initialiser × fitter: build, predict, score, summarise, record.
+
+    Returns:
+        ``(row, results, table_path, errors_path, n_replaced)``.
+    """
+    methods = build_methods(init_spec, fitter_spec, ctx)   # builds (or checks) every artefact, recorded in ctx
+    device = method_device(ctx)
+    results = evaluate(samples, methods, norm, workers=workers, seed=ctx.seed, progress=progress,
+                       desc=f"{ctx.dataset}/{split} {init_spec}+{fitter_spec}")
+    key = {"dataset": ctx.dataset, "split": split, "init": init_spec, "fitter": fitter_spec, "source": ctx.source,
+           "preset": ctx.preset, "seed": ctx.seed, "artefacts": ctx.identity(), "tag": tag}
+    err_path = errors_path(results_dir, ctx.dataset, split, init_spec, fitter_spec, ctx.source, ctx.preset, tag,
+                           ctx.seed, ctx.identity())
+    row = summary_row(results, key, device, err_path.relative_to(results_dir).as_posix())
+    table = Path(results_dir) / f"{ctx.dataset}.csv"
+    replaced = records.write_run(table, [row], SCHEMA, err_path, error_rows(results))
+    return row, results, table, err_path, replaced
