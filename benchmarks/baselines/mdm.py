@@ -28,6 +28,7 @@ from torch import nn
 from benchmarks.baselines.mdm_frame import (align_to_box, apply_affine, extract_patches, frame_transform, invert,
                                             shape_spread, warp_to_frame)
 from densereg.geometry import mirror
+from densereg.nn.checkpoint import read_checkpoint
 from densereg.registry import lookup
 
 N_POINTS = 68
@@ -241,12 +242,11 @@ def load_checkpoint(path):
     if not path.is_file():
         raise MDMCheckpointError(f"{path}: no MDM checkpoint here; build it with: {TRAIN_COMMAND}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for truncated or foreign files
-        raise MDMCheckpointError(f"{path}: corrupt or unreadable MDM checkpoint ({type(e).__name__}: {e}); "
-                                 f"delete it and rebuild with: {TRAIN_COMMAND}") from e
+        state = read_checkpoint(path, kind=CHECKPOINT_FORMAT)
+    except ValueError as e:  # the one checkpoint reader names the file and says what is wrong
+        raise MDMCheckpointError(f"{e}; delete it and rebuild with: {TRAIN_COMMAND}") from e
     required = {"format", "config", "mean_shape", "model", "ema", "optimizer", "step", "data", "rng"}
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or not required <= set(state):
+    if not required <= set(state):
         raise MDMCheckpointError(f"{path}: not a {CHECKPOINT_FORMAT} checkpoint; rebuild with: {TRAIN_COMMAND}")
     state["config"] = _config_from_dict(state["config"], path)
     return state

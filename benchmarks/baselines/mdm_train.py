@@ -38,6 +38,7 @@ from benchmarks.baselines.mdm_frame import (align_to_box, apply_affine, compose,
                                             shape_spread, warp_to_frame)
 from densereg.data import datasets
 from densereg.data.formats import atomic_write_bytes
+from densereg.nn.checkpoint import save_checkpoint
 from densereg.geometry import mirror
 
 
@@ -210,13 +211,11 @@ def train_mdm(samples, out_dir, config=None, progress=True):
         return path
 
     def save(step):
-        state = {"format": CHECKPOINT_FORMAT, "config": _config_to_dict(config), "step": step,
+        state = {"config": _config_to_dict(config), "step": step,
                  "mean_shape": torch.from_numpy(mean), "model": model.state_dict(), "ema": ema,
                  "optimizer": optimizer.state_dict(), "rng": {"torch": torch.get_rng_state()},
                  "data": {"fingerprint": fingerprint, "n_samples": len(samples)}}
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
-        atomic_write_bytes(path, buffer.getvalue())
+        save_checkpoint(path, state, kind=CHECKPOINT_FORMAT)
         _write_log(log_path, log)
 
     log = _read_log(log_path, start)
