@@ -323,7 +323,7 @@ def markdown(table, lines, level=2):
                 body.append(cells)
         note = _seeds_note(group)
         if table == "table2":
-            note += (TOLERANCE_NOTE + "\n")
+            note += ("\n" if note else "") + TOLERANCE_NOTE + "\n"
         parts.append(f"{'#' * level} {_group_title(table, source, preset)}\n\n"
                      + tabulate(body, headers=headers, tablefmt="github", disable_numparse=True) + "\n"
                      + (f"\n{note}" if note else ""))
