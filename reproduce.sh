@@ -7,6 +7,9 @@
 # Data source: real data when $DENSEREG_DATA holds the dataset, otherwise the embedded synthetic benchmark,
 # generated on first use under data/ (said in the first and last line of every table target). Trained models
 # are built on first use under runs/ by the harness, keyed by their config and training data.
+# Seeds: table1, table2, fig7 and fig5 run the whole chain (every trained model and the evaluation) for seeds
+# 0..SEEDS-1; SEEDS defaults to 1, what fits the 30-minute budget on a 2-core machine (SEEDS=3 ./reproduce.sh
+# table2 for the checked-in 3-seed table). The report shows mean ± std over the seeds present.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -45,7 +48,10 @@ pick_source() {  # $1 = folder under $DENSEREG_DATA that the target needs
   if [ -n "${DENSEREG_DATA:-}" ] && [ -d "$DENSEREG_DATA/$1" ]; then SRC=real; PRESET=${PRESET:-paper}
   else SRC=synthetic; PRESET=${PRESET:-cpu}; fi
 }
-banner() { echo "[$target] data source: $SRC (preset $PRESET)$( [ "$SRC" = synthetic ] && echo ' -- the embedded SYNTHETIC benchmark, not the real datasets; set DENSEREG_DATA for real data')"; }
+SEEDS=${SEEDS:-1}   # seeds 0..SEEDS-1 of the whole chain; 1 by default (the time budget), SEEDS=N for more
+case "$SEEDS" in ''|*[!0-9]*|0) echo "SEEDS must be a positive integer (got '$SEEDS')" >&2; exit 2 ;; esac
+seed_text() { [ "$SEEDS" = 1 ] && echo "1 seed (seed 0; SEEDS=N for more)" || echo "$SEEDS seeds (0..$((SEEDS - 1)))"; }
+banner() { echo "[$target] data source: $SRC (preset $PRESET), $(seed_text)$( [ "$SRC" = synthetic ] && echo ' -- the embedded SYNTHETIC benchmark, not the real datasets; set DENSEREG_DATA for real data')"; }
 
 not_yet() {  # a target whose pieces are not built yet: say so, never print a fake table
   echo "not implemented yet: $1" >&2
@@ -66,25 +72,31 @@ case "$target" in
     start=$(date +%s)
     pairs=$TABLE2_PAIRS
     [ "$SRC" = real ] && pairs="$pairs dlib-68:none"   # dlib's predictor was trained on real 300-W faces
-    for pair in $pairs; do
-      $PY -m benchmarks.run 300w --source "$SRC" --preset "$PRESET" --init "${pair%%:*}" --fitter "${pair##*:}" \
-        --workers "${WORKERS:-2}" "$@"
+    for seed in $(seq 0 $((SEEDS - 1))); do
+      for pair in $pairs; do
+        $PY -m benchmarks.run 300w --source "$SRC" --preset "$PRESET" --init "${pair%%:*}" --fitter "${pair##*:}" \
+          --workers "${WORKERS:-2}" --seed "$seed" "$@"
+      done
     done
     $PY -m benchmarks.report
-    echo "[$target] done in $(( $(date +%s) - start )) s; tables in results/table2.md, curves in results/figures/"
+    echo "[$target] done in $(( $(date +%s) - start )) s; tables in results/table2.md, verdicts in results/verdicts.md, curves in results/figures/"
     banner ;;
   fig5)
     pick_source 300W_LP; banner
     start=$(date +%s)
-    $PY -m benchmarks.run fig5 --source "$SRC" --preset "$PRESET" "$@"
+    for seed in $(seq 0 $((SEEDS - 1))); do
+      $PY -m benchmarks.run fig5 --source "$SRC" --preset "$PRESET" --seed "$seed" "$@"
+    done
     $PY -m benchmarks.report
     echo "[$target] done in $(( $(date +%s) - start )) s; results/fig5.md, results/figures/fig5_$SRC.png"
     banner ;;
   table1)
     pick_source 300W_LP/HELEN; banner
     start=$(date +%s)
-    $PY -m benchmarks.run helen --method densereg --source "$SRC" --preset "$PRESET" "$@"
-    $PY -m benchmarks.run helen --method deeplab --source "$SRC" --preset "$PRESET" "$@"
+    for seed in $(seq 0 $((SEEDS - 1))); do
+      $PY -m benchmarks.run helen --method densereg --source "$SRC" --preset "$PRESET" --seed "$seed" "$@"
+      $PY -m benchmarks.run helen --method deeplab --source "$SRC" --preset "$PRESET" --seed "$seed" "$@"
+    done
     $PY -m benchmarks.report
     echo "[$target] done in $(( $(date +%s) - start )) s; results/table1.md, results/figures/fig6_$SRC.png"
     banner ;;

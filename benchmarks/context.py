@@ -115,7 +115,9 @@ class RunContext:
         dataset: the evaluated dataset (a key of :data:`TRAIN_SPLITS`).
         runs_dir: cache for the artefacts the harness trains for this source, ``<runs>/<source>/``.
         preset: the named configuration preset (recorded with every result).
-        seed: the run's seed.
+        seed: the run's seed: the seed of every artefact the run trains (DenseReg, detectors, box
+            regressions, AAM, MDM) as well as of the evaluation, so a seed is a sample of the whole chain;
+            its artefacts live in :attr:`cache_dir`.
         checkpoint: an explicit DenseReg checkpoint, or None for the method's default.
         device: ``"auto"``, ``"cpu"`` or a CUDA device string (:meth:`torch_device` resolves it).
         artefacts: ``{name: identity}`` of every trained artefact the built methods use, filled in by the
@@ -154,9 +156,17 @@ class RunContext:
             self._fingerprint = fingerprint(self.train_samples())
         return self._fingerprint
 
+    @property
+    def cache_dir(self):
+        """The artefact cache of this source and seed: ``runs_dir`` for seed 0, ``runs_dir/seed<S>`` otherwise
+        (``benchmarks.baselines.artefacts.seed_dir``)."""
+        from benchmarks.baselines.artefacts import seed_dir
+
+        return seed_dir(self.runs_dir, self.seed)
+
     def artefact_dir(self, *parts):
-        """``runs_dir/<parts...>``, created: where a method caches what it trains for this data source."""
-        path = Path(self.runs_dir).joinpath(*parts)
+        """``cache_dir/<parts...>``, created: where a method caches what it trains for this source and seed."""
+        path = Path(self.cache_dir).joinpath(*parts)
         path.mkdir(parents=True, exist_ok=True)
         return path
 

@@ -1,7 +1,11 @@
 """The paper's figures redrawn from result records: Fig. 7 (CEDs from per-image errors files) and Fig. 5.
 
 Every per-image errors file is checked against its row (``n`` lines, an ``error`` column): a missing, cut or
-header-only file is reported with its name and gets no curve, never plotted silently.
+header-only file is reported with its name and gets no curve, never plotted silently. Fig. 7 has the paper's
+two panels: on top DenseReg and DenseReg+MDM beside the published 300-W challenge CEDs of Fan et al. and Deng
+et al. (``results/reference/300w_challenge_ced.csv``; on synthetic data drawn dashed grey as the paper's
+reference, not comparable, and said so), below every initialiser × fitter run. A curve is the lowest seed's
+run; its legend gives the AUC's mean ± std over the seeds (``benchmarks.tables.landmark_runs``).
 """
 
 from __future__ import annotations
@@ -12,8 +16,26 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import metrics, records as provenance
-from benchmarks.tables import LANDMARK_TABLES, RUN_GROUP, landmark_runs, method_name
+from benchmarks import metrics, records as provenance, seeds
+from benchmarks.tables import LANDMARK_TABLES, METHOD_KEY, RUN_GROUP, landmark_runs, method_name
+
+REFERENCE_CED = Path(__file__).resolve().parents[1] / "results" / "reference" / "300w_challenge_ced.csv"
+REFERENCE_METHODS = {"Fan": "Fan et al.", "Deng": "Deng et al."}
+TOP_PANEL = (("densereg", "none"), ("densereg", "mdm"))   # (init, fitter) of the paper's Fig. 7 top panel
+FIG7_CAPTION = ("Fig. 7, top: DenseReg and DenseReg+MDM beside the 300-W challenge entries of Fan et al. and Deng "
+                "et al. (published CEDs, real 300-W test set, results/reference/). On synthetic data those two "
+                "curves are drawn dashed grey as the paper's reference only: they are real 300-W and NOT "
+                "comparable with ours. Bottom: every initialiser × fitter run.")
+
+
+def read_reference(path=REFERENCE_CED):
+    """``(error grid, {method name: CED})`` of the published 300-W challenge curves, or None when absent."""
+    frame = provenance.read_table(path) if Path(path).is_file() else None
+    if frame is None or frame.empty or "error" not in frame.columns:
+        return None
+    grid = frame["error"].astype(float).to_numpy()
+    return grid, {name: frame[col].astype(float).to_numpy() for col, name in REFERENCE_METHODS.items()
+                  if col in frame.columns}
 
 
 def _save_figure(fig, path):
@@ -56,8 +78,53 @@ def read_errors(path, n=None):
     return errors
 
 
-def fig7(results_dir, figures_dir, problems=None):
-    """CED curves of every 300-W test run, one figure per data source; returns the written paths.
+def _curve_runs(results_dir, frame):
+    """Per method and variant, the lowest seed's latest row, with its table row name and AUC mean ± std."""
+    frame, _ = seeds.latest_per_seed(frame, METHOD_KEY)
+    runs = {tuple(r[k] for k in (*METHOD_KEY, "variant")): r
+            for r in landmark_runs(results_dir, LANDMARK_TABLES["table2"]).to_dict("records")}
+    chosen = frame.sort_values("seed", kind="stable").drop_duplicates([*METHOD_KEY, "variant"], keep="first")
+    out = []
+    for _, r in chosen.iterrows():
+        run = runs.get(tuple(r[k] for k in (*METHOD_KEY, "variant")), {})
+        label = run.get("row") or method_name(r["init"], r["fitter"], r["tag"])
+        auc = seeds.mean_std_text(run.get("auc_0.1"), run.get("auc_0.1_std"), 3)
+        out.append((r, label, auc, int(run.get("n_seeds") or 1)))
+    return out
+
+
+def _errors_of(results_dir, r, problems):
+    try:
+        if not r["errors"]:
+            raise ErrorsFileError(f"{Path(results_dir) / '300w.csv'}: the row of {r['init']}+{r['fitter']} "
+                                  "names no errors file")
+        return read_errors(Path(results_dir) / r["errors"], r["n"] or None)
+    except ErrorsFileError as e:
+        problems.append(str(e))
+        print(f"[report] error: {e}; no curve for {r['init']}+{r['fitter']}", file=sys.stderr)
+        return None
+
+
+def _top_panel(ax, curves, source, reference):
+    """DenseReg and DenseReg+MDM (ours, solid) beside the published 300-W challenge CEDs (dashed)."""
+    thresholds = np.linspace(0.0, 0.1, 201)
+    for errors, label in curves:
+        ax.plot(thresholds, metrics.ced(errors, thresholds), lw=2, label=f"{label} (ours, {source})")
+    if reference is not None:
+        grid, ceds = reference
+        for (name, ced), shade in zip(ceds.items(), ("0.45", "0.7")):
+            comparable = source == "real"
+            ax.plot(grid, ced, "--", color=None if comparable else shade, lw=1.5,
+                    label=f"{name} (published, real 300-W" + (")" if comparable else "; NOT comparable)"))
+    ax.set(xlim=(0, 0.1), ylim=(0, 1), ylabel="fraction of images",
+           title="Fig. 7 top: DenseReg, DenseReg+MDM and 300-W challenge entries"
+                 + ("" if source == "real" else "\n(grey: published real 300-W curves, the paper's reference only)"))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+
+
+def fig7(results_dir, figures_dir, problems=None, reference_path=REFERENCE_CED):
+    """Fig. 7 of every 300-W test source (top and bottom panels, module docstring); returns the written paths.
 
     An errors file that is missing or disagrees with its row is appended to ``problems`` (and printed) and
     gets no curve.
@@ -71,41 +138,40 @@ def fig7(results_dir, figures_dir, problems=None):
     frame = provenance.read_table(Path(results_dir) / "300w.csv")
     if frame.empty or "split" not in frame.columns:
         return []
-    frame = frame.reindex(columns=list(dict.fromkeys([*frame.columns, *RUN_GROUP, "seed", "errors", "n"])),
+    frame = frame.reindex(columns=list(dict.fromkeys([*frame.columns, *RUN_GROUP, "seed", "errors", "n", "date"])),
                           fill_value="")
     frame = frame[frame["split"] == "test"]
-    labels = {tuple(r[k] for k in RUN_GROUP): r["row"]
-              for r in landmark_runs(results_dir, LANDMARK_TABLES["table2"]).to_dict("records")}
+    reference = read_reference(reference_path)
     written = []
     thresholds = np.linspace(0.0, 0.1, 201)
     for source, runs in frame.groupby("source", sort=True):
-        fig, ax = plt.subplots(figsize=(7, 5))
+        fig, (top, ax) = plt.subplots(2, 1, figsize=(7, 9.5), height_ratios=(1, 1.1))
         presets = sorted(set(runs["preset"]))
-        curves = 0
-        for _, r in runs.sort_values("seed").drop_duplicates(list(RUN_GROUP)).iterrows():   # lowest seed
-            try:
-                if not r["errors"]:
-                    raise ErrorsFileError(f"{Path(results_dir) / '300w.csv'}: the row of {r['init']}+{r['fitter']} "
-                                          "names no errors file")
-                errors = read_errors(Path(results_dir) / r["errors"], r["n"] or None)
-            except ErrorsFileError as e:
-                problems.append(str(e))
-                print(f"[report] error: {e}; no curve for {r['init']}+{r['fitter']}", file=sys.stderr)
+        curves, top_curves = 0, []
+        for r, label, auc, n_seeds in _curve_runs(results_dir, runs):
+            errors = _errors_of(results_dir, r, problems)
+            if errors is None:
                 continue
-            label = labels.get(tuple(r[k] for k in RUN_GROUP), method_name(r["init"], r["fitter"], r["tag"]))
             if len(presets) > 1:
                 label += f" ({r['preset']})"
-            ax.plot(thresholds, metrics.ced(errors, thresholds),
-                    label=f"{label}: AUC {metrics.auc_and_failure(errors)[0]:.3f}")
+            seed_text = f"AUC {auc} over {n_seeds} seeds; curve: seed {r['seed']}" if n_seeds > 1 else f"AUC {auc}"
+            ax.plot(thresholds, metrics.ced(errors, thresholds), label=f"{label}: {seed_text}")
+            if (r["init"], r["fitter"]) in TOP_PANEL and not r["tag"]:
+                top_curves.append((errors, label))
             curves += 1
         if not curves:
             plt.close(fig)
             continue
+        _top_panel(top, top_curves, source, reference)
         ax.set(xlim=(0, 0.1), ylim=(0, 1), xlabel="point-to-point error / outer-eye-corner distance",
                ylabel="fraction of images",
-               title=f"Fig. 7: 300-W test CED, initialiser × fitter ({source} data, preset {', '.join(presets)})")
+               title=f"Fig. 7 bottom: 300-W test CED, initialiser × fitter ({source} data, preset "
+                     f"{', '.join(presets)})")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=7, loc="lower right")
+        if source != "real":
+            fig.text(0.5, 0.005, "Dashed grey (top): published real 300-W CEDs, drawn as the paper's reference; "
+                                 f"ours are on {source} data and not comparable with them.", ha="center", fontsize=7)
         written.append(_save_figure(fig, Path(figures_dir) / f"fig7_300w_{source}.png"))
     return written
 

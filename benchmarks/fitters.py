@@ -32,14 +32,16 @@ def none_factory(ctx):
 def aam_factory(ctx):
     """``aam``: menpofit's patch AAM, Wiberg inverse-compositional Lucas-Kanade, trained on the training split.
 
-    An artefact ``runs/<source>/aam.pkl`` built on first use (``python -m benchmarks.baselines.aam_train``).
+    An artefact ``runs/<source>[/seed<S>]/aam.pkl`` (its training subset drawn with the run's seed), built on
+    first use (``python -m benchmarks.baselines.aam_train``).
     """
     from benchmarks.baselines import aam, aam_train
 
     path = ctx.artefact_dir() / "aam.pkl"
-    config = aam.AAMConfig()
+    config = aam.AAMConfig(seed=ctx.seed)
+    command = aam.build_command(path, ctx.root) + (f" --seed {ctx.seed}" if ctx.seed else "")
     art = ensure_artefact(path, asdict(config), ctx.train_fingerprint(),
-                          lambda p: aam_train.train_aam(ctx.train_samples(), p, config), aam.build_command(path, ctx.root))
+                          lambda p: aam_train.train_aam(ctx.train_samples(), p, config), command)
     ctx.record("aam", art.identity)
     return aam.AAMFitter.load(path)
 
@@ -47,7 +49,8 @@ def aam_factory(ctx):
 def mdm_factory(ctx):
     """``mdm``: the Mnemonic Descent Method (PyTorch), trained on the training split from perturbed boxes.
 
-    An artefact ``runs/<source>/mdm-<preset>/mdm.pt``, trained on first use and resumed when unfinished
+    An artefact ``runs/<source>[/seed<S>]/mdm-<preset>/mdm.pt`` (weights, batches and augmentation seeded by the
+    run's seed), trained on first use and resumed when unfinished
     (``python -m benchmarks.baselines.mdm_train`` builds it too). The preset follows the run's: ``cpu`` on the
     synthetic default, ``paper`` otherwise.
     """
@@ -55,11 +58,12 @@ def mdm_factory(ctx):
 
     preset = ctx.preset if ctx.preset in mdm.PRESETS else ("cpu" if ctx.source == "synthetic" else "paper")
     path = ctx.artefact_dir(f"mdm-{preset}") / mdm.CHECKPOINT_NAME
-    config = mdm.make_config(preset)
+    config = mdm.make_config(preset, seed=ctx.seed)
     art = ensure_artefact(
         path, asdict(config), ctx.train_fingerprint(),
         lambda p: mdm_train.train_mdm(ctx.train_samples(), p.parent, config),
-        f"python -m benchmarks.baselines.mdm_train --root {ctx.root} --out {path.parent} --preset {preset}",
+        f"python -m benchmarks.baselines.mdm_train --root {ctx.root} --out {path.parent} --preset {preset}"
+        + (f" --seed {ctx.seed}" if ctx.seed else ""),
         complete=lambda p: mdm.load_checkpoint(p)["step"] >= config.iterations, label=preset)
     ctx.record("mdm", art.identity)
     return mdm.MDMFitter.load(path)

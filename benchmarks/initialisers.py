@@ -126,32 +126,45 @@ def densereg_factory(ctx):
 
 
 def densereg_checkpoint(ctx, networks):
-    """The DenseReg checkpoint artefact of a run: ``--checkpoint`` or ``<runs>/<source>/densereg-<preset>``."""
+    """The DenseReg checkpoint artefact of a run: ``--checkpoint`` or ``<cache>/densereg-<preset>`` trained
+    with the run's seed (``ctx.cache_dir``: ``<runs>/<source>[/seed<S>]``)."""
     preset = ctx.preset if ctx.preset in networks.PRESETS else ("cpu" if ctx.source == "synthetic" else "paper")
     if ctx.checkpoint is not None:
         if ctx.preset in networks.PRESETS:   # the user named a preset: the checkpoint must be that model
             return networks.ensure_network(preset, Path(ctx.checkpoint).parent, source=ctx.source,
-                                           root=ctx.root, checkpoint=ctx.checkpoint)
+                                           root=ctx.root, checkpoint=ctx.checkpoint, seed=ctx.seed)
         return networks.checkpoint_artefact(ctx.checkpoint, networks.train_command(preset, "DIR",
                                                                                     source=ctx.source))
-    return networks.ensure_network(preset, Path(ctx.runs_dir) / f"densereg-{preset}", source=ctx.source,
-                                   root=ctx.root)
+    return networks.ensure_network(preset, Path(ctx.cache_dir) / f"densereg-{preset}", source=ctx.source,
+                                   root=ctx.root, seed=ctx.seed)
 
 
 def _run_command(ctx, init):
-    return f"python -m benchmarks.run {ctx.dataset} --root {ctx.root} --init {init} (builds it on first use)"
+    seed = f" --seed {ctx.seed}" if ctx.seed else ""
+    return f"python -m benchmarks.run {ctx.dataset} --root {ctx.root} --init {init}{seed} (builds it on first use)"
+
+
+def seeded_order(samples, seed):
+    """``samples`` as they are for seed 0; a ``seed``-shuffled copy otherwise, so that the strided subset a
+    box regression learns from is another sample of the training split for each seed."""
+    if not int(seed):
+        return samples
+    order = np.random.default_rng(int(seed)).permutation(len(samples))
+    return [samples[i] for i in order]
 
 
 def detector_factory(ctx, name, detector, detector_identity, n_fit=300):
     """A detector → the detection that is the evaluated face → mean shape by its own box→shape regression.
 
     The regression (``<runs>/<source>/<name>_box2shape.npz``) is an artefact keyed by the detector's identity
-    and the training data, so a retrained detector never reuses the regression of the old one.
+    and the training data, so a retrained detector never reuses the regression of the old one. For a seed other
+    than 0 its training faces are another seeded subset (:func:`seeded_order`) and the seed is in its config.
     """
-    path = Path(ctx.runs_dir) / f"{name}_box2shape.npz"
-    config = {"detector": detector_identity, "n_fit": n_fit}
+    path = Path(ctx.cache_dir) / f"{name}_box2shape.npz"
+    config = {"detector": detector_identity, "n_fit": n_fit, **({"seed": ctx.seed} if ctx.seed else {})}
     art = ensure_artefact(path, config, ctx.train_fingerprint(),
-                          lambda p: detector_regression(detector, ctx.train_samples(), n_fit).save(p),
+                          lambda p: detector_regression(detector, seeded_order(ctx.train_samples(), ctx.seed),
+                                                        n_fit).save(p),
                           _run_command(ctx, name))
     ctx.record(f"{name}_box2shape", art.identity)
     return detector_initialiser(detector, BoxToShape.load(path))
@@ -168,10 +181,11 @@ def hog_svm_factory(ctx):
     if ctx.source == "real":
         detector, identity = hogsvm.HogSvmDetector(None), "dlib-frontal"
     else:
-        path = Path(ctx.runs_dir) / "hog_svm.npz"
-        config = asdict(hogsvm.HogConfig())
+        path = Path(ctx.cache_dir) / "hog_svm.npz"
+        hog_config = hogsvm.HogConfig(seed=ctx.seed)
+        config = asdict(hog_config)
         art = ensure_artefact(path, config, ctx.train_fingerprint(),
-                              lambda p: hogsvm.train_hog_detector(ctx.train_samples(), p, hogsvm.HogConfig()),
+                              lambda p: hogsvm.train_hog_detector(ctx.train_samples(), p, hog_config),
                               hogsvm.build_command(path, ctx.root))
         identity = art.identity
         # A lower threshold raises recall (0.86 → 0.96 on the synthetic test set); pick() drops the rest.
@@ -208,12 +222,12 @@ def dpm_factory(ctx):
     from benchmarks.baselines import dpm, dpm_config, dpm_train
 
     preset = ctx.preset if ctx.preset in dpm_config.PRESETS else "cpu"
-    path = Path(ctx.runs_dir) / f"dpm-{preset}.npz"
-    config = dpm_config.config_preset(preset)
+    path = Path(ctx.cache_dir) / f"dpm-{preset}.npz"
+    config = dpm_config.config_preset(preset, seed=ctx.seed)
     art = ensure_artefact(path, asdict(config), ctx.train_fingerprint(),
                           lambda p: dpm_train.train_dpm(ctx.train_samples(), p, config),
                           f"python -m benchmarks.baselines.dpm_train --root {ctx.root} --out {path} "
-                          f"--preset {preset}", label=preset)
+                          f"--preset {preset}" + (f" --set seed={ctx.seed}" if ctx.seed else ""), label=preset)
     ctx.record("dpm", art.identity)
     return detector_factory(ctx, f"dpm-{preset}", dpm.DPMDetector.load(path), art.identity)
 

@@ -2,21 +2,29 @@
 
     python -m benchmarks.report [--results DIR] [--paper FILE] [--readme FILE]
 
-Reads only records (``benchmarks.records``), with pandas: ``paper.csv`` (the paper's numbers), the run CSVs written by ``benchmarks.run``
-(``300w.csv`` → Table 2, ``300vw.csv`` → Table 3, ``ears.csv`` → Table 4, rows of the ``test`` split), their
-per-image error files under ``errors/`` (each checked to hold its row's ``n`` errors: a cut, header-only or
-missing file is reported with its name and gets no curve, and the exit status is 1), and when present ``helen.csv`` (Table 1) and ``fig5_runs.csv``
-(Fig. 5), whose columns ``results/README.md`` documents. Writes, atomically, into the results folder:
+Reads only records (``benchmarks.records``), with pandas: ``paper.csv`` (the paper's numbers), the run CSVs
+written by ``benchmarks.run`` (``300w.csv`` → Table 2, ``300vw.csv`` → Table 3, ``ears.csv`` → Table 4, rows of
+the ``test`` split), their per-image error files under ``errors/`` (each checked to hold its row's ``n``
+errors: a cut, header-only or missing file is reported with its name and gets no curve, and the exit status is
+1), and when present ``helen.csv`` (Table 1) and ``fig5_runs.csv`` (Fig. 5), whose columns
+``results/README.md`` documents. Writes, atomically, into the results folder:
 
 * ``table1.csv`` … ``table4.csv``, ``fig5.csv``: long format, one line per number: ``table, row, metric,
-  paper, ours, diff, unit, source, preset, n, init, fitter, tag, commit, date``. ``ours`` is empty where we
+  paper, tolerance, ours, std, n_seeds, seeds, superseded, diff, unit, source, preset, n, init, fitter, tag,
+  commit, date``. ``ours`` is empty where we
   have not produced the number yet, ``paper`` where the paper has none (our extra rows and the 0.08 columns);
   ``diff = ours − paper``. Failure rates and IoUs are in percent, like the paper; AUCs are fractions.
 * ``table1.md`` … ``fig5.md``: the same in the paper's layout (tabulate), one table per data source and
   preset, each titled with both. Runs of one method that differ only by seed are averaged; runs that used
-  different trained artefacts (a K=5 and a K=10 checkpoint) are separate rows labelled with the artefacts;
-* ``figures/fig7_300w_<source>.png``: the CED of every initialiser × fitter run on the 300-W test set
-  (Fig. 7, bottom panel; the paper gives no competitor curves we could redraw for the top panel);
+  different artefact variants (a K=5 and a K=10 checkpoint) are separate rows labelled with the variants.
+  Every number of ours is the mean ± standard deviation over the seeds present (``benchmarks.seeds``: the
+  latest row per method and seed; older rows of one method and seed are left out, and the tables say so);
+  Table 2's paper numbers carry a tolerance column (``benchmarks.tables.tolerance``);
+* ``verdicts.md``: each claim of the paper with its verdict computed from those tables (``benchmarks.verdicts``:
+  holds / does not hold / not measured, and whether the margin exceeds the seed spread);
+* ``figures/fig7_300w_<source>.png``: Fig. 7, top panel DenseReg and DenseReg+MDM beside the published 300-W
+  challenge CEDs (``results/reference/``; on synthetic data drawn as the paper's reference, not comparable),
+  bottom panel the CED of every initialiser × fitter run on the 300-W test set;
 * ``figures/fig5_<source>.png``: AUC against K for the ``q`` and ``q+r`` decodings, ours against the paper's;
 * the README section between ``<!-- results:start -->`` and ``<!-- results:end -->`` (appended when the
   markers are absent): every table that holds at least one of our numbers, and the figures.
@@ -29,8 +37,8 @@ import os
 import sys
 from pathlib import Path
 
-from benchmarks import records as provenance
-from benchmarks.figures import fig5_plot, fig7
+from benchmarks import records as provenance, verdicts
+from benchmarks.figures import FIG7_CAPTION, fig5_plot, fig7
 from benchmarks.tables import LANDMARK_TABLES, LONG_COLUMNS, compare, fig5_ours, helen_ours, landmark_ours, \
     markdown, read_paper
 
@@ -57,8 +65,9 @@ def replace_section(text, section):
     return text[:start] + block + text[end + len(MARK_END):]
 
 
-def readme_section(tables, figures, readme):
-    """Markdown of the generated results section: the tables holding our numbers and the figures."""
+def readme_section(tables, figures, readme, verdict_text=""):
+    """Markdown of the generated results section: the tables holding our numbers, the claims' verdicts and
+    the figures (Fig. 7 with its caption)."""
     out = ["## Results (generated)", "",
            "Written by `python -m benchmarks.report` from the CSV files in `results/`; do not edit by hand. "
            "Every title says which data source and preset produced the numbers; synthetic numbers are not the "
@@ -71,9 +80,13 @@ def readme_section(tables, figures, readme):
             empty.append(name)
     if empty:
         out.append(f"Not produced yet: {', '.join(empty)} (their `.md` files in `results/` list the paper's values).\n")
+    if verdict_text:
+        out.append(verdict_text.replace("\n## ", "\n### ").replace("## ", "### ", 1))
     for path in figures:
         rel = os.path.relpath(path, Path(readme).resolve().parent)
         out.append(f"![{Path(path).stem}]({Path(rel).as_posix()})\n")
+        if Path(path).stem.startswith("fig7_"):
+            out.append(f"*{FIG7_CAPTION}*\n")
     return "\n".join(out)
 
 
@@ -93,6 +106,10 @@ def build_report(results_dir, paper_path, readme, problems=None):
         tables[name] = lines
         provenance.write_csv(results_dir / f"{name}.csv", lines, LONG_COLUMNS)
         provenance.atomic_write_text(results_dir / f"{name}.md", markdown(name, lines))
+    judged = verdicts.evaluate(tables)
+    provenance.atomic_write_text(results_dir / "verdicts.md",
+                                 "# The paper's claims: verdicts\n\n" + verdicts.markdown(judged))
+    verdict_text = verdicts.markdown(judged, full=False) + "Every comparison: `results/verdicts.md`.\n"
     figures_dir = results_dir / "figures"
     figures = fig7(results_dir, figures_dir, problems) + fig5_plot(tables["fig5"], figures_dir)
     # Figures other commands draw (Fig. 6 by benchmarks.experiments.segmentation) are linked when present.
@@ -100,7 +117,8 @@ def build_report(results_dir, paper_path, readme, problems=None):
     if readme is not None:
         readme = Path(readme)
         text = readme.read_text(encoding="utf-8") if readme.is_file() else ""
-        provenance.atomic_write_text(readme, replace_section(text, readme_section(tables, figures, readme)))
+        provenance.atomic_write_text(readme, replace_section(text, readme_section(tables, figures, readme,
+                                                                                 verdict_text)))
     return tables, figures
 
 
@@ -119,6 +137,7 @@ def main(argv=None):
     for name, lines in tables.items():
         n_ours = sum(1 for l in lines if l["ours"])
         print(f"{args.results / name}.csv: {len(lines)} numbers, {n_ours} of ours")
+    print(f"{args.results / 'verdicts.md'}: the paper's claims with their verdicts")
     for path in figures:
         print(f"figure: {path}")
     for problem in problems:

@@ -79,6 +79,13 @@ class Artefact:
         return self.digest + (f"/{self.label}" if self.label else "")
 
 
+def seed_dir(source_dir, seed):
+    """Where the artefacts of seed ``seed`` live under ``<runs>/<source>/``: that folder itself for seed 0 (so
+    the cache made before seeds were plumbed stays valid), ``<runs>/<source>/seed<S>/`` for any other seed, so
+    the artefacts of several seeds of one chain lie side by side."""
+    return Path(source_dir) if not int(seed) else Path(source_dir) / f"seed{int(seed)}"
+
+
 def file_digest(path, length=12):
     """The first ``length`` hex digits of the sha256 of ``path``'s bytes."""
     digest = hashlib.sha256()

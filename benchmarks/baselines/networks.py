@@ -47,7 +47,7 @@ def train_command(preset, out, **overrides):
     return f"python -m densereg.nn.train --preset {preset} --out {out}{flags}"
 
 
-def ensure_network(preset, out, *, root=None, checkpoint=None, **overrides):
+def ensure_network(preset, out, *, root=None, checkpoint=None, seed=0, **overrides):
     """The checkpoint of ``preset`` (+ ``overrides``) trained in ``out``, or the user's ``checkpoint``, checked.
 
     Args:
@@ -56,6 +56,9 @@ def ensure_network(preset, out, *, root=None, checkpoint=None, **overrides):
         root: the data root (recorded in the config, not compared).
         checkpoint: a checkpoint the user passed: checked against the preset's config (architecture, data
             source, schedule) and refused when it differs, never retrained.
+        seed: the training seed (weights, batches, augmentation): part of the config, so a checkpoint of
+            another seed is never taken for this one. The caller keeps seeds apart on disk
+            (``benchmarks.baselines.artefacts.seed_dir``).
         overrides: config fields (``task``, ``K``, ``variant``, ``source``, ``iterations``).
 
     Returns:
@@ -66,8 +69,8 @@ def ensure_network(preset, out, *, root=None, checkpoint=None, **overrides):
     """
     from densereg.nn import train
 
-    cfg = make_config(preset, root=str(root) if root is not None else None, **overrides)
-    command = train_command(preset, out, root=root, **overrides)
+    cfg = make_config(preset, root=str(root) if root is not None else None, seed=int(seed), **overrides)
+    command = train_command(preset, out, root=root, seed=int(seed) or None, **overrides)
     if checkpoint is not None:
         return ensure_artefact(checkpoint, cfg.resolved(), None, None, command, explicit=True,
                                stored=stored_identity, complete=is_finished, ignore=IGNORED,

@@ -27,6 +27,7 @@ import numpy as np
 
 from benchmarks import dense_metrics, records
 from benchmarks.baselines import networks
+from benchmarks.baselines.artefacts import seed_dir
 from benchmarks.context import add_common, resolve_data
 from densereg.data import datasets, formats, groundtruth
 
@@ -34,25 +35,29 @@ PAPER_KS = (1, 5, 10, 20, 40, 60)
 
 
 def train_for_k(K: int, source: str, preset: str, runs: Path, iterations: int | None = None,
-                root: Path | None = None) -> tuple:
-    """Train (or resume / reuse) the K-bin model; returns (checkpoint artefact, training seconds this call)."""
+                root: Path | None = None, seed: int = 0) -> tuple:
+    """Train (or resume / reuse) the K-bin model of ``seed`` (its artefacts under ``artefacts.seed_dir``);
+    returns (checkpoint artefact, training seconds this call)."""
     variant = "regression" if K == 1 else "q+r"
     cfg = networks.make_config(preset, K=K, variant=variant, source=source, iterations=iterations)
     main_cfg = networks.make_config(preset, source=source, iterations=iterations)
+    cache = seed_dir(Path(runs) / source, seed)
     if cfg == main_cfg:   # the main DenseReg model (K = 10, q+r) is this K's model: reuse it, do not retrain
-        out = Path(runs) / source / (f"densereg-{preset}" + ("" if iterations is None else f"-it{iterations}"))
+        out = cache / (f"densereg-{preset}" + ("" if iterations is None else f"-it{iterations}"))
         overrides = {}
     else:
-        out = Path(runs) / source / "fig5" / (f"K{K}-{preset}" + ("" if iterations is None else f"-it{iterations}"))
+        out = cache / "fig5" / (f"K{K}-{preset}" + ("" if iterations is None else f"-it{iterations}"))
         overrides = {"K": K, "variant": variant}
     start = time.perf_counter()
-    artefact = networks.ensure_network(preset, out, root=root, source=source, iterations=iterations, **overrides)
+    artefact = networks.ensure_network(preset, out, root=root, source=source, iterations=iterations, seed=seed,
+                                       **overrides)
     return artefact, time.perf_counter() - start
 
 
 def _train_job(job):
     K, args = job
-    return K, train_for_k(K, args.source, args.preset, args.runs, args.iterations, args.root)
+    return K, train_for_k(K, args.source, args.preset, args.runs, args.iterations, args.root,
+                          getattr(args, "seed", 0))
 
 
 def train_all(ks: list[int], args) -> dict[int, tuple[Path, float]]:

@@ -47,6 +47,7 @@ import numpy as np
 
 from benchmarks import dense_metrics, records
 from benchmarks.baselines import networks
+from benchmarks.baselines.artefacts import seed_dir
 from benchmarks.context import add_common, resolve_data
 from benchmarks.experiments.fig6 import figure_indices, write_figure
 from densereg.data import datasets, formats, groundtruth
@@ -140,23 +141,25 @@ def preset_label(preset: str, iterations: int | None) -> str:
     return preset if iterations is None else f"{preset}+iterations={iterations}"
 
 
-def default_run_dir(method: str, source: str, preset: str, runs: Path, iterations: int | None = None) -> Path:
-    """``runs/<source>/<task>-<preset>``: where ``densereg.nn.train`` writes the method's network.
+def default_run_dir(method: str, source: str, preset: str, runs: Path, iterations: int | None = None,
+                    seed: int = 0) -> Path:
+    """``runs/<source>[/seed<S>]/<task>-<preset>``: where ``densereg.nn.train`` writes the method's network
+    (``artefacts.seed_dir``: seed 0 directly under the source, as Table 2's DenseReg).
 
     A shortened schedule gets its own folder (``...-it<N>``): its poly learning rate reaches 0 at N, so
     resuming it towards the full schedule would not give the preset's network.
     """
     suffix = "" if iterations is None else f"-it{iterations}"
-    return Path(runs) / source / f"{get_method(method).task}-{preset}{suffix}"
+    return seed_dir(Path(runs) / source, seed) / f"{get_method(method).task}-{preset}{suffix}"
 
 
 def ensure_checkpoint(method: str, source: str, preset: str, runs: Path, root: Path | None = None,
-                      iterations: int | None = None, checkpoint: Path | None = None):
+                      iterations: int | None = None, checkpoint: Path | None = None, seed: int = 0):
     """The method's checkpoint artefact: the default one trained (or resumed, or rebuilt when stale) first, or
     the user's ``checkpoint`` checked against the preset."""
-    return networks.ensure_network(preset, default_run_dir(method, source, preset, runs, iterations), root=root,
-                                   checkpoint=checkpoint, task=get_method(method).task, source=source,
-                                   iterations=iterations)
+    return networks.ensure_network(preset, default_run_dir(method, source, preset, runs, iterations, seed),
+                                   root=root, checkpoint=checkpoint, task=get_method(method).task, source=source,
+                                   iterations=iterations, seed=seed)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -293,7 +296,8 @@ def run(args) -> int:
 
     def checkpoint_of(key: str):
         explicit = args.checkpoint if key == args.method else None
-        return ensure_checkpoint(key, source, preset, args.runs, root, args.iterations, explicit)
+        return ensure_checkpoint(key, source, preset, args.runs, root, args.iterations, explicit,
+                                 getattr(args, "seed", 0))
 
     keep = figure_indices(len(samples))
     artefact = checkpoint_of(args.method)
