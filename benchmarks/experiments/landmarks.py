@@ -6,7 +6,9 @@ For every sample of the split: ``init(image, box)`` → ``fitter(image, shape)``
 ground truth, which only this module and the metrics see (68-point error over the outer-eye-corner distance
 for faces, over the GT box's average edge for ears). A missed face (``None`` or ``benchmarks.context.Miss``),
 an exception raised by a method, or an output that is not a finite ``N×2`` shape scores ``+inf``: it counts
-in every denominator and is listed with its reason in the per-image file, never dropped.
+in every denominator and is listed with its reason in the per-image file, never dropped. A malformed data file
+(the image, or a box file a method reads: ``formats.DatasetError``) is not a method failure: it stops the run
+with the file's name and problem.
 
 Outputs, written as one unit by ``benchmarks.records.write_run``:
 
@@ -43,6 +45,7 @@ from benchmarks import metrics, records
 from benchmarks.context import Miss
 from benchmarks.fitters import get_fitter
 from benchmarks.initialisers import get_initialiser
+from densereg.data import formats
 from densereg.data.workers import WorkerDied, WorkersKeptDying, supervised_imap
 
 
@@ -111,7 +114,8 @@ def evaluate_sample(sample, init, fit, norm):
         spent in the two methods).
 
     Raises:
-        formats.DatasetError: the sample's image cannot be read (a data problem, not a method failure).
+        formats.DatasetError: the sample's image, or a file a method reads for it (a ``boxes:DIR`` box file),
+            cannot be read: a data problem to fix, not a method failure to score.
     """
     image = sample.image()
     gt = sample.landmarks
@@ -123,6 +127,8 @@ def evaluate_sample(sample, init, fit, norm):
     except Miss as e:  # a declared miss, with its reason (e.g. no prediction file)
         pred = None
         out.update(status="miss", message=str(e))
+    except formats.DatasetError:  # a malformed input file (a box file): the data's fault, not the method's
+        raise
     except Exception as e:  # any failure of a method is a scored failure, never a crash of the run
         pred = None
         out.update(status="init-error", message=_message(e))
@@ -136,6 +142,8 @@ def evaluate_sample(sample, init, fit, norm):
     if out["status"] == "ok":
         try:
             fitted = fit(image, pred.copy())
+        except formats.DatasetError:
+            raise
         except Exception as e:
             out.update(status="fit-error", message=_message(e))
         else:
