@@ -140,3 +140,16 @@ def test_a_task_exception_reaches_the_caller_and_the_workers_stop(alarm):
     with pytest.raises(ValueError, match="bad sample 4"):
         list(supervised_imap(task, 10, 3))
     assert multiprocessing.active_children() == []
+
+
+class _NeedsTwoArguments(Exception):
+    def __init__(self, path, what):
+        super().__init__(f"{path}: {what}")
+
+
+def test_an_exception_that_cannot_be_unpickled_still_reaches_the_caller(alarm):
+    def task(index):
+        raise _NeedsTwoArguments("x.pts", "bad")
+
+    with pytest.raises(RuntimeError, match="_NeedsTwoArguments: x.pts: bad"):
+        list(supervised_imap(task, 2, 2))

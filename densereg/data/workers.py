@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import pickle
 import signal
 import sys
 import time
@@ -93,8 +94,19 @@ def death_cause(exitcode):
     return f"exit code {exitcode}"
 
 
+def _portable(exc):
+    """``exc`` if it survives a pickle round trip (exceptions with extra required arguments do not), else a
+    ``RuntimeError`` carrying its type and text."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:  # noqa: BLE001 -- any failure means "send its text instead"
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
+
+
 def _serve(func, conn, parent):
     """A worker's loop: run the task indices it is sent, send back ``(index, ok, value)``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the parent's to handle: it stops the workers
     while True:
         while not conn.poll(1.0):
             if os.getppid() != parent:      # the parent is gone (killed): do not linger as an orphan
@@ -105,7 +117,7 @@ def _serve(func, conn, parent):
         try:
             reply = (index, True, func(index))
         except BaseException as e:  # noqa: BLE001 -- the parent re-raises it
-            reply = (index, False, e)
+            reply = (index, False, _portable(e))
         try:
             conn.send(reply)
         except Exception as e:  # an unpicklable result or exception: send its text
@@ -122,7 +134,8 @@ class _Worker:
 
     def give(self, index):
         self.task, self.started = index, time.perf_counter()
-        self.conn.send(index)
+        with contextlib.suppress(OSError):   # it just died: the parent sees it as a death holding this task
+            self.conn.send(index)
 
     def stop(self, kill=False):
         with contextlib.suppress(OSError):
