@@ -228,7 +228,7 @@ def checkpoint_of_another_kind(tmp):
     path = checkpoint.save_checkpoint(tmp / "mdm.pt", {"model": {}, "config": {"patch": 16}},
                                       kind=mdm.CHECKPOINT_FORMAT)
     expect_error(lambda: DenseReg.load(path, device="cpu"), path, "not a densereg-checkpoint-1 file",
-                 re.escape(f"a {mdm.CHECKPOINT_FORMAT} file"), exc=ValueError)
+                 re.escape(f"it is a {mdm.CHECKPOINT_FORMAT} checkpoint"), exc=ValueError)
 
 
 def deeplab_checkpoint_as_densereg(tmp):
