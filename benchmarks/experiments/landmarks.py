@@ -6,7 +6,9 @@ For every sample of the split: ``init(image, box)`` → ``fitter(image, shape)``
 ground truth, which only this module and the metrics see (68-point error over the outer-eye-corner distance
 for faces, over the GT box's average edge for ears). A missed face (``None`` or ``benchmarks.context.Miss``),
 an exception raised by a method, or an output that is not a finite ``N×2`` shape scores ``+inf``: it counts
-in every denominator and is listed with its reason in the per-image file, never dropped.
+in every denominator and is listed with its reason in the per-image file, never dropped. A malformed data file
+(the image, or a box file a method reads: ``formats.DatasetError``) is not a method failure: it stops the run
+with the file's name and problem.
 
 Outputs, written as one unit by ``benchmarks.records.write_run``:
 
@@ -16,11 +18,15 @@ Outputs, written as one unit by ``benchmarks.records.write_run``:
   key (dataset, split, init, fitter, artefacts, source, preset, seed, tag) replaces the earlier row; a run
   with another artefact (a K=5 checkpoint) or seed gets its own row.
 * ``<results>/errors/<key>.csv``: ``name, error, status, message, seconds`` per image in sample order.
-  ``status`` is ``ok``, ``miss``, ``init-error``, ``init-invalid``, ``fit-error`` or ``fit-invalid``.
+  ``status`` is ``ok``, ``miss``, ``init-error``, ``init-invalid``, ``fit-error``, ``fit-invalid`` or
+  ``worker-died``.
 
 ``workers > 1`` evaluates images in forked processes that inherit the methods built once in the parent (so
 anything a method trains on first use is trained once); every image is seeded from (seed, its index) and
-results are kept in sample order, so the output does not depend on the number of workers.
+results are kept in sample order, so the output does not depend on the number of workers. A worker that dies
+on an image (a segfault or out-of-memory kill in native code) scores that image ``+inf`` with status
+``worker-died`` and is replaced; workers dying on ``MAX_DEATHS_IN_A_ROW`` images in a row stop the run with an
+error naming them (something kills every worker, and a row would be meaningless).
 """
 
 from __future__ import annotations
@@ -39,7 +45,8 @@ from benchmarks import metrics, records
 from benchmarks.context import Miss
 from benchmarks.fitters import get_fitter
 from benchmarks.initialisers import get_initialiser
-from densereg.data.workers import fork_pool
+from densereg.data import formats
+from densereg.data.workers import WorkerDied, WorkersKeptDying, supervised_imap
 
 
 @dataclass(frozen=True)
@@ -107,7 +114,8 @@ def evaluate_sample(sample, init, fit, norm):
         spent in the two methods).
 
     Raises:
-        formats.DatasetError: the sample's image cannot be read (a data problem, not a method failure).
+        formats.DatasetError: the sample's image, or a file a method reads for it (a ``boxes:DIR`` box file),
+            cannot be read: a data problem to fix, not a method failure to score.
     """
     image = sample.image()
     gt = sample.landmarks
@@ -119,6 +127,8 @@ def evaluate_sample(sample, init, fit, norm):
     except Miss as e:  # a declared miss, with its reason (e.g. no prediction file)
         pred = None
         out.update(status="miss", message=str(e))
+    except formats.DatasetError:  # a malformed input file (a box file): the data's fault, not the method's
+        raise
     except Exception as e:  # any failure of a method is a scored failure, never a crash of the run
         pred = None
         out.update(status="init-error", message=_message(e))
@@ -132,6 +142,8 @@ def evaluate_sample(sample, init, fit, norm):
     if out["status"] == "ok":
         try:
             fitted = fit(image, pred.copy())
+        except formats.DatasetError:
+            raise
         except Exception as e:
             out.update(status="fit-error", message=_message(e))
         else:
@@ -160,20 +172,42 @@ def method_device(ctx):
     return records.device_description(device)
 
 
-_WORKER = {}  # the job and the built methods, set in the parent before forking so workers inherit them
+MAX_DEATHS_IN_A_ROW = 3
 
 
-def _worker_task(index):
-    job = _WORKER["job"]
-    seed_everything(job["seed"], index)
-    return evaluate_sample(job["samples"][index], *_WORKER["methods"], job["norm"])
+def _died(sample, death):
+    return {"name": sample.name, "error": float("inf"), "status": "worker-died",
+            "message": f"the worker process died ({death.cause}) while evaluating this image; it was replaced",
+            "seconds": death.seconds}
+
+
+def _evaluate_in_workers(samples, methods, norm, workers, seed, bar):
+    """The per-sample dicts of :func:`evaluate`, computed in forked workers that inherit ``methods``."""
+    def task(index):
+        seed_everything(seed, index)
+        return evaluate_sample(samples[index], *methods, norm)
+
+    results = [None] * len(samples)
+    try:
+        for index, result in supervised_imap(task, len(samples), workers, MAX_DEATHS_IN_A_ROW):
+            results[index] = _died(samples[index], result) if isinstance(result, WorkerDied) else result
+            bar.update()
+    except WorkersKeptDying as e:
+        listed = "; ".join(f"{samples[i].name} ({cause})" for i, cause in e.deaths)
+        raise WorkersKeptDying(e.deaths, f"worker processes died on {len(e.deaths)} images in a row: {listed}. "
+                               "Something kills every worker (a crash in native code, memory); rerun with "
+                               "--workers 1 to see it in the main process") from None
+    return results
 
 
 def evaluate(samples, methods, norm, workers=1, seed=0, progress=True, desc=""):
     """Evaluate every sample with ``methods = (init, fit)``, in sample order; ``workers > 1`` forks.
 
     Returns:
-        the per-sample dicts of :func:`evaluate_sample`.
+        the per-sample dicts of :func:`evaluate_sample` (``worker-died`` ones for images whose worker died).
+
+    Raises:
+        WorkersKeptDying: workers died on ``MAX_DEATHS_IN_A_ROW`` images in a row (an ``OSError``).
     """
     from tqdm import tqdm
 
@@ -185,11 +219,7 @@ def evaluate(samples, methods, norm, workers=1, seed=0, progress=True, desc=""):
             results.append(evaluate_sample(sample, *methods, norm))
             bar.update()
     else:
-        _WORKER.update(methods=methods, job={"samples": samples, "norm": norm, "seed": seed})
-        with fork_pool(workers) as pool:
-            for result in pool.imap(_worker_task, range(len(samples)), chunksize=1):
-                results.append(result)
-                bar.update()
+        results = _evaluate_in_workers(samples, methods, norm, workers, seed, bar)
     bar.close()
     return results
 

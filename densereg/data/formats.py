@@ -238,14 +238,18 @@ def read_image(path):
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as e:
         _fail(path, f"cannot read image file ({e.strerror or e})")
-    pixels = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if not data.size:
+        _fail(path, "empty file (0 bytes), not an image")
+    pixels = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if pixels is not None:
         return _to_rgb8(pixels, path)
-    try:
-        from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
+    try:
         with Image.open(io.BytesIO(data.tobytes())) as im:
             return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    except UnidentifiedImageError:   # its message names PIL's in-memory buffer, not the file
+        _fail(path, f"not a decodable image (unknown image format; the file starts with {data[:8].tobytes()!r})")
     except Exception as e:  # PIL raises many types; all mean "not an image we can decode"
         _fail(path, f"not a decodable image ({type(e).__name__}: {e})")
 

@@ -68,7 +68,9 @@ def read_checkpoint(path: str | os.PathLike, expect: dict | None = None, kind: s
     except Exception as exc:  # noqa: BLE001 - torch raises many types for damaged files
         raise ValueError(f"{path}: unreadable checkpoint (truncated or corrupt?): {exc}") from exc
     if not isinstance(state, dict) or state.get("format") != kind:
-        raise ValueError(f"{path}: not a {kind} file")
+        found = (f"it is a {state['format']} checkpoint" if isinstance(state, dict) and state.get("format")
+                 else "it has no format tag" if isinstance(state, dict) else f"it holds a {type(state).__name__}")
+        raise ValueError(f"{path}: not a {kind} file ({found})")
     if not isinstance(state.get("config"), dict):
         raise ValueError(f"{path}: checkpoint has no config")
     if expect:
