@@ -138,3 +138,18 @@ def test_manifest_records_background_photos_and_a_change_rebuilds(tmp_path, monk
     synth.ensure_synthetic(tmp_path / "bench", counts=counts)
     assert len(calls) == 2                                   # other photos: rebuilt
     assert synth.read_manifest(tmp_path / "bench")["background_photos"] == ["only-this.jpg"]
+
+
+def test_a_render_worker_that_dies_stops_the_build_and_leaves_nothing(tmp_path, monkeypatch):
+    """A worker killed mid-render (segfault, OOM) ends the build with an error naming the image, never a hang."""
+    render = synth._render_and_write
+
+    def dies_on_second_image(args):
+        if args[3] == 1:
+            os._exit(3)
+        return render(args)
+
+    monkeypatch.setattr(synth, "_render_and_write", dies_on_second_image)
+    with pytest.raises(RuntimeError, match=r"train image 1 died \(exit code 3\)"):
+        synth.generate(tmp_path / "bench", counts={"train": 3, "test": 0, "helen": 0}, workers=2, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

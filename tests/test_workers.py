@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import torch
 
-from densereg.data.workers import fork_pool
+from densereg.data.workers import supervised_imap
 
 
 def _blur_and_matmul(seed):
@@ -15,13 +15,12 @@ def _blur_and_matmul(seed):
     return int(blurred.sum()) + int((x @ x).abs().sum() > 0), cv2.getNumThreads(), torch.get_num_threads()
 
 
-def test_fork_pool_after_the_parent_used_its_thread_pools():
+def test_workers_after_the_parent_used_its_thread_pools():
     cv2.setNumThreads(2)
     torch.set_num_threads(2)
     for _ in range(3):   # start OpenCV's and torch's pools in the parent
         _blur_and_matmul(0)
-    with fork_pool(2) as pool:
-        results = pool.map_async(_blur_and_matmul, range(4)).get(timeout=120)
+    results = [r for _, r in sorted(supervised_imap(_blur_and_matmul, 4, 2))]
     assert [r[1:] for r in results] == [(1, 1)] * 4
     assert results[0][0] == _blur_and_matmul(0)[0]
     assert cv2.getNumThreads() == 2 and torch.get_num_threads() == 2   # the parent's settings are restored

@@ -38,7 +38,7 @@ import numpy as np
 
 from densereg.data import appearance, datasets, formats
 from densereg.geometry import camera, rasterize
-from densereg.data.workers import fork_pool
+from densereg.data.workers import WorkerDied, supervised_imap
 from densereg.geometry.templates import builtin_face
 
 IMAGE_SIZE = 256          # synthetic images are square; faces span roughly 35-65% of the width
@@ -239,10 +239,12 @@ def _build(tmp: Path, seed: int, counts: dict[str, int], workers: int | None, pr
     from tqdm import tqdm
 
     bar = tqdm(total=len(plan), desc="synthetic benchmark", unit="img", disable=not progress, file=sys.stderr)
-    if workers > 1:
-        with fork_pool(workers) as pool:   # workers render single-threaded (numba, OpenCV): one per core
-            for _ in pool.imap_unordered(_render_and_write, plan, chunksize=8):
-                bar.update()
+    if workers > 1:   # workers render single-threaded (numba, OpenCV): one per core; a dead one stops the build
+        for index, result in supervised_imap(lambda i: _render_and_write(plan[i]), len(plan), workers):
+            if isinstance(result, WorkerDied):
+                raise RuntimeError(f"the worker rendering {plan[index][2]} image {plan[index][3]} died "
+                                   f"({result.cause}); the partial benchmark in {tmp} is removed")
+            bar.update()
     else:
         for item in plan:
             _render_and_write(item)

@@ -1,4 +1,4 @@
-"""Fork-safe process pools for data generation and evaluation (``densereg.data.synth``, ``benchmarks.run``).
+"""Fork-safe, supervised worker processes for data generation and evaluation (``densereg.data.synth``, ``benchmarks.run``).
 
 Forked children inherit the parent's memory (a trained model, a detector) for free, but not its threads: a
 child that touches a thread pool the parent had started (OpenCV's, OpenMP's) can wait forever on a lock or
@@ -42,13 +42,6 @@ def single_threaded():
         cv2.setNumThreads(cv_threads)
         if torch is not None:
             torch.set_num_threads(torch_threads)
-
-
-@contextlib.contextmanager
-def fork_pool(processes: int):
-    """A ``fork`` ``multiprocessing.Pool`` whose workers run OpenCV and torch single-threaded."""
-    with single_threaded(), multiprocessing.get_context("fork").Pool(processes) as pool:
-        yield pool
 
 
 # ----------------------------------------------------------------------------------------------------------------
