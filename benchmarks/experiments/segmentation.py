@@ -199,8 +199,8 @@ def evaluate(checkpoint: Path, samples: list[datasets.Sample], batch_size: int =
     model, cfg = train.load_model(checkpoint)
     device = _device()
     model.to(device)
-    first = samples[0].extras["fitting"]
-    template = groundtruth.fitting_template(formats.read_fitting(first), first)
+    fitting_path = samples[0].extras["fitting"]
+    template = groundtruth.fitting_template(formats.read_fitting(fitting_path), fitting_path)
     preds, gts, kept = [], [], {}
     start = time.perf_counter()
     for first in range(0, len(samples), batch_size):
@@ -287,8 +287,8 @@ def run(args) -> int:
     source, root = resolve_data("300W", args.source, args.root)
     preset = args.preset if args.preset in networks.PRESETS else ("cpu" if source == "synthetic" else "paper")
     samples = helen_test_samples(source, root)[: args.limit]
-    first = samples[0].extras["fitting"]
-    groundtruth.fitting_template(formats.read_fitting(first), first)  # BFM present?
+    fitting_path = samples[0].extras["fitting"]
+    groundtruth.fitting_template(formats.read_fitting(fitting_path), fitting_path)  # BFM present?
     print(f"[table1] data source: {source} ({root}); preset {preset}; {len(samples)} Helen test images; "
           f"method {method.name}", file=sys.stderr)
 
