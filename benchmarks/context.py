@@ -36,6 +36,19 @@ TRAIN_SPLITS = {
 }
 
 
+def artefact_root(runs, source, dataset):
+    """Where the artefacts trained for a run of ``dataset`` are cached: one folder per training split.
+
+    Methods learnt from the 300-W training split (runs on ``300w`` and ``helen``) share ``<runs>/<source>``;
+    a dataset with its own training split (``ears``, ``300vw``) gets ``<runs>/<source>/<dataset>``. One shared
+    folder made a run of one dataset replace the artefacts trained on the other (they are keyed by their
+    training data and rebuilt when it differs): an ``ears`` run deleted the 300-W AAM and MDM.
+    """
+    name, _ = lookup(TRAIN_SPLITS, dataset, "dataset with a training split")
+    base = Path(runs) / source
+    return base if name == "300w" else base / name
+
+
 class DataRootError(Exception):
     """The data a command needs is not where it was asked for; the message says where and what to do."""
 
@@ -95,7 +108,8 @@ def add_common(parser):
                              "synthetic when the folder has synth.json, else real)")
     parser.add_argument("--results", type=Path, default=Path("results"), help="results folder (default ./results)")
     parser.add_argument("--runs", "--runs-dir", dest="runs", type=Path, default=Path("runs"),
-                        help="cache of trained artefacts; <runs>/<source>/ is used (default ./runs)")
+                        help="cache of trained artefacts: <runs>/<source>/, or <runs>/<source>/<dataset>/ for "
+                             "datasets with their own training split (ears, 300vw); default ./runs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N samples")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")

@@ -111,7 +111,7 @@ def densereg_factory(ctx):
     artefact = densereg_checkpoint(ctx, networks)
     from densereg import DenseReg   # after the checkpoint check: a missing file is reported first
 
-    model = DenseReg.load(artefact.path, device=ctx.device)
+    model = DenseReg.load(artefact.path, device=ctx.device, data_root=ctx.root)
     ident = getattr(model, "identity", None)   # the library's own account of the checkpoint, when it gives one
     if isinstance(ident, dict) and ident.get("checkpoint"):
         variant = f"{ident['preset']}/K{ident.get('K')}" if ident.get("preset") else artefact.label

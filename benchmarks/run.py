@@ -25,7 +25,8 @@ import sys
 from pathlib import Path
 
 from benchmarks.baselines.artefacts import ArtefactError
-from benchmarks.context import DataRootError, RunContext, add_common, resolve_data, resolve_factory, valid_forms
+from benchmarks.context import (DataRootError, RunContext, add_common, artefact_root, resolve_data, resolve_factory,
+                                valid_forms)
 from benchmarks.experiments import kablation, landmarks, segmentation
 from benchmarks.fitters import FITTERS, PREFIXED_FITTERS
 from benchmarks.initialisers import INITIALISERS, PREFIXED_INITIALISERS
@@ -109,7 +110,7 @@ def run_landmarks(args):
     if args.limit is not None:
         samples = samples[:args.limit]
         tag = f"{tag},limit={args.limit}" if tag else f"limit={args.limit}"
-    ctx = RunContext(source=source, root=root, dataset=dataset, runs_dir=Path(args.runs) / source,
+    ctx = RunContext(source=source, root=root, dataset=dataset, runs_dir=artefact_root(args.runs, source, dataset),
                      preset=args.preset, seed=args.seed, checkpoint=args.checkpoint, device=args.device)
     print(f"[run] {dataset}/{args.split} ({source} data at {root}, {len(samples)} images): init {args.init}, "
           f"fitter {args.fitter}, preset {args.preset}, seed {args.seed}", file=sys.stderr)
@@ -151,7 +152,7 @@ def main(argv=None):
     command = "helen-parts" if args.command == "helen" and args.method is not None else args.command
     try:
         COMMANDS[command](args)
-    except (RunError, DataRootError, ArtefactError, formats.DatasetError) as e:
+    except (RunError, DataRootError, ArtefactError, formats.DatasetError, FileNotFoundError) as e:
         print(f"benchmarks.run {args.command}: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -167,8 +167,11 @@ def test_read_300w_lp(tree):
     np.testing.assert_allclose(flipped.landmarks, mirror.mirror_landmarks(_face(0), 40), atol=1e-9)
     assert flipped.landmarks[36, 0] < flipped.landmarks[45, 0]
     assert len(readers.read_300w_lp(tree, "all")) == 7  # no flips, no k >= 1 by default
-    with pytest.raises(KeyError, match="all, train"):
-        readers.read_300w_lp(tree, "test")
+    # test: the fittings of the 300-W test images, i.e. what train leaves out of the 300-W subsets (not SYNTH)
+    assert [s.name for s in readers.read_300w_lp(tree, "test")] == [
+        "HELEN/HELEN_296814969_3_0", "IBUG/IBUG_image_014_0", "LFPW/LFPW_image_test_0002_0"]
+    with pytest.raises(KeyError, match="all, test, train"):
+        readers.read_300w_lp(tree, "val")
 
 
 def test_read_helen(tree):

@@ -5,7 +5,8 @@
 
 For each K a network is trained under ``runs/<source>/fig5/K<K>-<preset>/`` (an artefact of the harness:
 reused only while its config and training data are unchanged, ``benchmarks.baselines.networks``);
-K = 1 is plain regression (the paper's baseline). Each is evaluated on the test images that have fittings by
+K = 1 is plain regression (the paper's baseline). Each is evaluated on the test images that have fittings
+(:data:`EVAL_SETS`: the synthetic 300-W test set, or on real data 300W-LP's test split) by
 the per-pixel Euclidean UV error over ground-truth foreground pixels (``dense_metrics.uv_error``; a foreground pixel
 the network calls background counts as +inf), pooled over all images, summarised as the AUC of its CED on
 [0, 0.1] — our reading of Fig. 5 (DESIGN.md). ``q`` rows decode each pixel to its bin centre, ``q+r`` rows add
@@ -32,6 +33,9 @@ from benchmarks.context import add_common, resolve_data
 from densereg.data import datasets, formats, groundtruth
 
 PAPER_KS = (1, 5, 10, 20, 40, 60)
+# The evaluation images with dense GT, per data source: the synthetic test set has fittings beside its images; on
+# real data only 300W-LP has fittings, and its test split is what no network trains on (the 300-W test images).
+EVAL_SETS = {"synthetic": ("300w", "test"), "real": ("300w-lp", "test")}
 
 
 def train_for_k(K: int, source: str, preset: str, runs: Path, iterations: int | None = None,
@@ -110,8 +114,9 @@ def add_arguments(parser):
                         help="network preset (default: cpu on synthetic data, paper on real)")
     parser.add_argument("--ks", default=",".join(map(str, PAPER_KS)), help="comma-separated K values")
     parser.add_argument("--iterations", type=int, default=None, help="override the preset's iterations")
-    parser.add_argument("--eval-dataset", default="300w")
-    parser.add_argument("--eval-split", default="test")
+    parser.add_argument("--eval-dataset", default=None,
+                        help="dataset scored (default: 300w on synthetic data, 300w-lp on real; see EVAL_SETS)")
+    parser.add_argument("--eval-split", default=None, help="its split (default: test)")
     parser.add_argument("--parallel", type=int, default=None,
                         help="networks trained at once, one core each (default: the number of cores)")
 
@@ -121,14 +126,16 @@ def run(args) -> int:
     source, root = resolve_data("300W", args.source, args.root)
     args.source, args.root = source, root   # the spawned trainers see the resolved data
     args.preset = args.preset if args.preset in networks.PRESETS else ("cpu" if source == "synthetic" else "paper")
-    samples = datasets.load_dataset(args.eval_dataset, root, args.eval_split)
+    eval_dataset = args.eval_dataset or EVAL_SETS[source][0]
+    eval_split = args.eval_split or EVAL_SETS[source][1]
+    samples = datasets.load_dataset(eval_dataset, root, eval_split)
     samples = [s for s in samples if "fitting" in s.extras][: args.limit]
     if not samples:
         raise formats.DatasetError(
-            f"{args.eval_dataset}/{args.eval_split} under {root} has no images with 3D fittings: the per-pixel UV "
+            f"{eval_dataset}/{eval_split} under {root} has no images with 3D fittings: the per-pixel UV "
             "error of Fig. 5 needs dense ground truth (300W-LP-style fittings)")
-    print(f"[fig5] data source: {source} ({root}); preset {args.preset}; {len(samples)} evaluation images",
-          file=sys.stderr)
+    print(f"[fig5] data source: {source} ({root}); preset {args.preset}; {len(samples)} evaluation images "
+          f"({eval_dataset}/{eval_split})", file=sys.stderr)
     ks = [int(k) for k in args.ks.split(",")]
     checkpoints = train_all(ks, args)
     preset = args.preset if args.iterations is None else f"{args.preset}+iterations={args.iterations}"

@@ -51,7 +51,6 @@ from benchmarks.baselines.artefacts import seed_dir
 from benchmarks.context import add_common, resolve_data
 from benchmarks.experiments.fig6 import figure_indices, write_figure
 from densereg.data import datasets, formats, groundtruth
-from densereg.geometry.templates import template_for
 from densereg.geometry.template import PARTS
 from densereg.readout.parts import transfer_parts
 from densereg.registry import lookup
@@ -203,7 +202,8 @@ def evaluate(checkpoint: Path, samples: list[datasets.Sample], batch_size: int =
     model, cfg = train.load_model(checkpoint)
     device = _device()
     model.to(device)
-    template = template_for(formats.read_fitting(samples[0].extras["fitting"]).model)
+    fitting_path = samples[0].extras["fitting"]
+    template = groundtruth.fitting_template(formats.read_fitting(fitting_path), fitting_path)
     preds, gts, kept = [], [], {}
     start = time.perf_counter()
     for first in range(0, len(samples), batch_size):
@@ -290,7 +290,8 @@ def run(args) -> int:
     source, root = resolve_data("300W", args.source, args.root)
     preset = args.preset if args.preset in networks.PRESETS else ("cpu" if source == "synthetic" else "paper")
     samples = helen_test_samples(source, root)[: args.limit]
-    template_for(formats.read_fitting(samples[0].extras["fitting"]).model)  # BFM present?
+    fitting_path = samples[0].extras["fitting"]
+    groundtruth.fitting_template(formats.read_fitting(fitting_path), fitting_path)  # BFM present?
     print(f"[table1] data source: {source} ({root}); preset {preset}; {len(samples)} Helen test images; "
           f"method {method.name}", file=sys.stderr)
 

@@ -9,11 +9,29 @@ it with the 3DDFA projection, and rasterise it with z-buffering.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from densereg.data import datasets, formats
 from densereg.geometry import camera, rasterize
 from densereg.geometry.templates import template_for
+
+
+def fitting_template(fitting: formats.Fitting, path):
+    """The template of a fitting read from ``path``: its ``model``, the BFM taken from the data the file is in.
+
+    The BFM folder lies at the data root, beside ``300W_LP/`` (``datasets.LAYOUT``): the nearest ancestor of the
+    fitting (up to four levels) holding a ``BFM/`` folder, else the folder holding the ``300W_LP/`` or ``300W/``
+    the file is in. So data given as ``--root DIR`` finds its own model without ``$DENSEREG_DATA`` (see
+    :func:`densereg.geometry.templates.template_for`).
+    """
+    if fitting.model != "bfm":
+        return template_for(fitting.model)
+    ancestors = list(Path(path).resolve().parents)[:4]
+    tops = [p.parent for p in ancestors if p.name in ("300W_LP", "300W")]
+    root = next((p for p in ancestors if (p / "BFM").is_dir()), tops[-1] if tops else None)
+    return template_for(fitting.model, root)
 
 
 def posed_vertices(fitting: formats.Fitting, template, height: int) -> np.ndarray:
@@ -44,4 +62,4 @@ def dense_gt(sample: datasets.Sample, template=None, image_shape: tuple[int, int
     fitting = formats.read_fitting(path)
     if image_shape is None:
         image_shape = sample.image().shape[:2]
-    return render_fitting(fitting, image_shape[0], image_shape[1], template)
+    return render_fitting(fitting, image_shape[0], image_shape[1], template or fitting_template(fitting, path))

@@ -177,7 +177,7 @@ def read_ears(root, split):
 # 300W-LP: the subsets whose images belong to the 300-W training set; other subsets (e.g. the synthetic
 # generator's SYNTH) are training data as a whole.
 LP_TEST_SUBSETS = ("IBUG",)
-SPLITS_300W_LP = ("train", "all")
+SPLITS_300W_LP = ("train", "test", "all")
 
 
 def _lp_is_train(subset, source_stem, helen_train_ids):
@@ -197,7 +197,9 @@ def read_300w_lp(root, split, flips=False, profiles=False):
         root: the data root.
         split: ``"train"`` keeps what matches the paper's 3148 training faces (AFW, HELEN trainset ids read from
             ``300W/helen/trainset``, ``LFPW_image_train_*``; never IBUG) plus whole non-300-W subsets such as the
-            synthetic ``SYNTH``; ``"all"`` keeps everything.
+            synthetic ``SYNTH``; ``"test"`` the rest, i.e. the fittings of the 300-W common and challenging test
+            images (HELEN testset, ``LFPW_image_test_*``, IBUG): the only real images with dense GT that no
+            network was trained on; ``"all"`` keeps everything.
         flips: include the ``*_Flip`` folders.
         profiles: include the re-rendered ``k >= 1`` images. Their stored ``pt2d`` belongs to ``k = 0``, so their
             ``landmarks`` are None and their box is that of the ``k = 0`` landmarks (approximate).
@@ -216,7 +218,7 @@ def read_300w_lp(root, split, flips=False, profiles=False):
         subset = folder.name[: -len("_Flip")] if flip else folder.name
         if flip and not flips:
             continue
-        if split == "train" and subset == "HELEN" and helen_train_ids is None:
+        if split != "all" and subset == "HELEN" and helen_train_ids is None:
             helen_dir = _need_dir(Path(root) / "300W" / "helen" / "trainset", "needed to pick HELEN train fits")
             helen_train_ids = {p.stem for p in helen_dir.glob("*.pts")}
         for stem, image, mat in _pair_by_stem(folder, (".mat",)):
@@ -224,8 +226,8 @@ def read_300w_lp(root, split, flips=False, profiles=False):
             if not k_text.isdigit():
                 _fail(mat, "name does not end in _<k> (the 300W-LP rendering index)")
             k = int(k_text)
-            if (k > 0 and not profiles) or (split == "train" and not _lp_is_train(subset, source_stem,
-                                                                                   helen_train_ids)):
+            if (k > 0 and not profiles) or (split != "all" and (split == "train") != _lp_is_train(
+                    subset, source_stem, helen_train_ids)):
                 continue
             fitting = formats.read_fitting(mat)
             if flip and len(fitting.pt2d) != 68:

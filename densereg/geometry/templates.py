@@ -49,10 +49,11 @@ def get_template(name_or_path) -> Template:
     return lookup(TEMPLATES, str(name_or_path), "template (or give a directory holding the BFM files)")()
 
 
-def template_for(model: str) -> Template:
+def template_for(model: str, data_root=None) -> Template:
     """The template a fitting's coefficients belong to: ``builtin`` or ``bfm`` (the user's Basel model).
 
-    The BFM is looked up in ``$DENSEREG_BFM`` or ``$DENSEREG_DATA/BFM``; its licence forbids shipping it.
+    The BFM is looked up in ``$DENSEREG_BFM``, else in ``data_root/BFM`` (the data the fitting comes from, e.g. a
+    ``--root`` folder), else in ``$DENSEREG_DATA/BFM``; its licence forbids shipping it.
 
     Raises:
         FileNotFoundError: ``bfm`` asked for and no BFM folder found (the message says where to put it).
@@ -61,12 +62,15 @@ def template_for(model: str) -> Template:
     if model == "builtin":
         return builtin_face()
     if model == "bfm":
-        root = os.environ.get("DENSEREG_BFM") or (
-            os.path.join(os.environ["DENSEREG_DATA"], "BFM") if os.environ.get("DENSEREG_DATA") else None)
-        if root is None or not Path(root).is_dir():
+        explicit = os.environ.get("DENSEREG_BFM")     # when set, the only place looked at
+        candidates = [Path(explicit)] if explicit else [
+            Path(r) / "BFM" for r in (data_root, os.environ.get("DENSEREG_DATA")) if r]
+        root = next((c for c in candidates if c.is_dir()), None)
+        if root is None:
+            looked = ", ".join(map(str, candidates)) or "nowhere (no data root; $DENSEREG_DATA is not set)"
             raise FileNotFoundError(
                 "300W-LP fittings use the Basel Face Model, which cannot be shipped: put the 3DDFA BFM files "
-                "(u_shp.npy, u_exp.npy, w_shp.npy, w_exp.npy, tri.mat, keypoints_sim.npy, BFM_UV.mat) in "
-                "$DENSEREG_DATA/BFM or point $DENSEREG_BFM at them")
+                "(u_shp.npy, u_exp.npy, w_shp.npy, w_exp.npy, tri.mat, keypoints_sim.npy, BFM_UV.mat) in BFM/ "
+                f"of the data root, or point $DENSEREG_BFM at them; looked in {looked}")
         return _load_bfm_cached(str(Path(root).resolve()))
     raise ValueError(f"unknown fitting model {model!r}; expected 'builtin' or 'bfm'")

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from densereg.data import datasets, formats, groundtruth
-from densereg.geometry import rasterize, templates
+from densereg.geometry import rasterize
 from densereg.data.fingerprint import fingerprint
 from densereg.geometry.shape_model import ShapeModel
 from densereg.nn.checkpoint import load_model, read_checkpoint, save_checkpoint, shape_model_state  # noqa: F401
@@ -81,7 +81,7 @@ class TrainingBatches(torch.utils.data.Dataset):
         image = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
         # Render the targets directly at the scaled size (exact, no resampling of UV across silhouettes).
         fitting = formats.read_fitting(sample.extras["fitting"])
-        template = templates.template_for(fitting.model)
+        template = groundtruth.fitting_template(fitting, sample.extras["fitting"])
         verts = groundtruth.posed_vertices(fitting, template, h)
         verts[:, :2] = (verts[:, :2] + 0.5) * np.array([sw / w, sh / h]) - 0.5
         gt = rasterize.render_gt(template, verts, sh, sw)

@@ -37,11 +37,12 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(device)
 
 
-def template_named(name: str) -> Template:
-    """The template a config's ``template`` names: ``"bfm"`` (the user's Basel model), a registry name or a
+def template_named(name: str, data_root=None) -> Template:
+    """The template a config's ``template`` names: ``"bfm"`` (the user's Basel model, found as
+    :func:`~densereg.geometry.templates.template_for` says, ``data_root/BFM`` included), a registry name or a
     directory of BFM files."""
     if name == "bfm":
-        return template_for("bfm")
+        return template_for("bfm", data_root)
     return get_template(name)
 
 
@@ -82,8 +83,11 @@ class DenseReg:
         self._forward = forward
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str | torch.device = "auto") -> "DenseReg":
+    def load(cls, path: str | os.PathLike, device: str | torch.device = "auto", data_root=None) -> "DenseReg":
         """The model of a DenseReg checkpoint written by ``python -m densereg.nn.train``.
+
+        ``data_root``: the data folder whose ``BFM/`` holds the Basel model of a checkpoint trained on real data
+        (default: ``$DENSEREG_BFM`` or ``$DENSEREG_DATA/BFM``).
 
         Raises:
             FileNotFoundError: no such file.
@@ -97,8 +101,8 @@ class DenseReg:
         net, _ = checkpoint.load_model(path)
         identity = {"checkpoint": _sha256(path)[:12], "preset": _preset_label(config), "K": config.K,
                     "data": (state.get("data_fingerprint") or "")[:12] or None}
-        return cls(net, config, template_named(config.template), checkpoint.checkpoint_shape_model(state, path),
-                   identity, device)
+        return cls(net, config, template_named(config.template, data_root),
+                   checkpoint.checkpoint_shape_model(state, path), identity, device)
 
     # ---------------------------------------------------------------------------------------------- read-outs
 
