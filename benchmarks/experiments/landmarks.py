@@ -12,7 +12,8 @@ with the file's name and problem.
 
 Outputs, written as one unit by ``benchmarks.records.write_run``:
 
-* ``<results>/<dataset>.csv``: one summary row per run (AUC and failure rate at 0.1 and 0.08 as fractions,
+* ``<results>/<dataset>.csv`` (``helen_landmarks.csv`` for Helen, whose ``helen.csv`` is Table 1's
+  segmentation file; :func:`results_table`): one summary row per run (AUC and failure rate at 0.1 and 0.08 as fractions,
   mean/median NME over the finite errors, n, misses, seconds per image, source, preset, seed, the identity of
   every trained artefact used, commit, torch, device, date, tag, the errors file). A later run with the same
   key (dataset, split, init, fitter, artefacts, source, preset, seed, tag) replaces the earlier row; a run
@@ -236,6 +237,15 @@ def slug(text, max_len=60):
     return safe
 
 
+# Landmark rows of a dataset whose ``<dataset>.csv`` belongs to another table (Helen's is Table 1's IoUs).
+CSV_NAMES = {"helen": "helen_landmarks.csv"}
+
+
+def results_table(results_dir, dataset: str) -> Path:
+    """The CSV that holds the landmark rows of ``dataset``: ``<results>/<dataset>.csv`` or :data:`CSV_NAMES`'s."""
+    return Path(results_dir) / CSV_NAMES.get(dataset, f"{dataset}.csv")
+
+
 def errors_path(results_dir, dataset, split, init, fitter, source, preset="default", tag="", seed=0,
                 artefacts=""):
     """The per-image errors file of one run key: preset when not ``default``, tag when set, ``s<seed>`` when
@@ -286,6 +296,6 @@ def run(samples, init_spec, fitter_spec, ctx, *, split, results_dir, norm, worke
     err_path = errors_path(results_dir, ctx.dataset, split, init_spec, fitter_spec, ctx.source, ctx.preset, tag,
                            ctx.seed, ctx.identity())
     row = summary_row(results, key, device, err_path.relative_to(results_dir).as_posix())
-    table = Path(results_dir) / f"{ctx.dataset}.csv"
+    table = results_table(results_dir, ctx.dataset)
     replaced = records.write_run(table, [row], SCHEMA, err_path, error_rows(results))
     return row, results, table, err_path, replaced
