@@ -17,6 +17,25 @@ import numpy as np
 MIN_IOU = 0.3
 
 
+def check_box(box) -> np.ndarray:
+    """``box`` as a ``(4,)`` float array ``(x0, y0, x1, y1)``, or ValueError saying what is wrong with it.
+
+    A box must be four finite numbers with ``x0 < x1`` and ``y0 < y1``: a NaN or inverted box would otherwise
+    overlap nothing and read as "no face there", which is a different answer from "this box is malformed".
+    """
+    try:
+        arr = np.asarray(box, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"a box is four numbers (x0, y0, x1, y1), got {box!r}") from exc
+    if arr.shape != (4,):
+        raise ValueError(f"a box is four numbers (x0, y0, x1, y1), got shape {arr.shape}: {box!r}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"box {arr.tolist()} has a non-finite coordinate")
+    if not (arr[0] < arr[2] and arr[1] < arr[3]):
+        raise ValueError(f"box {arr.tolist()} is empty or inverted (needs x0 < x1 and y0 < y1)")
+    return arr
+
+
 def iou_many(box, boxes) -> np.ndarray:
     """IoU of one box with each row of ``boxes`` (any leading shape); 0 where they do not overlap."""
     box = np.asarray(box, dtype=np.float64)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from densereg.geometry.boxes import pick
+from densereg.geometry.boxes import check_box, pick
 from densereg.geometry.shape_model import ShapeModel
 from densereg.geometry.template import Template
 from densereg.geometry.templates import get_template, template_for
@@ -136,17 +136,18 @@ class DenseReg:
             box: None: one ``(N, 2)`` array per face found. A box ``(x0, y0, x1, y1)`` (or, for a list input,
                 one box per image): only says *which* face, the one whose landmark box overlaps it most with
                 IoU ≥ 0.3 (``densereg.geometry.boxes.pick``); its ``(N, 2)`` array, or None when no face does.
+
+        Raises:
+            ValueError: a box is not four finite numbers with ``x0 < x1``, ``y0 < y1``, or a list of images
+                does not come with a list of as many boxes (checked before the network runs).
         """
-        found = self.faces(image)
         single = not isinstance(image, (list, tuple))
+        boxes = None if box is None else _check_boxes(box, None if single else len(image))
+        found = self.faces(image)
         per_image = [found] if single else found
-        if box is None:
+        if boxes is None:
             out = [[f.landmarks for f in faces] for faces in per_image]
         else:
-            boxes = [box] if single else list(box)
-            if len(boxes) != len(per_image):
-                raise ValueError(f"a list of {len(per_image)} images needs a list of {len(per_image)} boxes "
-                                 f"(one per image, None allowed), got {len(boxes)}")
             out = [_pick(faces, b) for faces, b in zip(per_image, boxes)]
         return out[0] if single else out
 
@@ -158,6 +159,18 @@ class DenseReg:
 
     def __repr__(self) -> str:
         return f"DenseReg({self.identity}, template={self.template.name!r}, device={self.device})"
+
+
+def _check_boxes(box, count: int | None) -> list:
+    """The boxes of :meth:`DenseReg.landmarks` checked: ``[box]`` for one image, else one per image (or None)."""
+    if count is None:
+        return [check_box(box)]
+    flat = hasattr(box, "__len__") and len(box) == 4 and all(isinstance(t, (int, float, np.number)) for t in box)
+    if flat or not isinstance(box, (list, tuple, np.ndarray)) or len(box) != count:
+        got = "one box" if flat else f"{len(box)} items" if hasattr(box, "__len__") else repr(box)
+        raise ValueError(f"a list of {count} images needs a list of {count} boxes (one per image, None "
+                         f"allowed), got {got}")
+    return [None if b is None else check_box(b) for b in box]
 
 
 def _pick(faces: list[Face], box) -> np.ndarray | None:
