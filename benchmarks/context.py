@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import os
 import sys
 from dataclasses import dataclass, field
@@ -119,6 +120,16 @@ class Miss(Exception):
     """Raised by a method for a face it did not find (a scored miss, +inf, listed with this reason)."""
 
 
+# The presets a run may name: every method's registry (``densereg.nn.config.PRESETS``, ``dpm_config.PRESETS``,
+# ``mdm.PRESETS``) has these keys (a test checks they agree), plus ``default``: each method's own default.
+PRESETS = {
+    "default": "cpu on synthetic data, paper on real data (DPM: cpu)",
+    "paper": "the paper's configurations (a GPU-sized training)",
+    "cpu": "a reduced configuration a CPU trains in minutes",
+    "tiny": "seconds of training, for tests",
+}
+
+
 @dataclass
 class RunContext:
     """What a factory needs to build a method for one benchmark run.
@@ -128,7 +139,7 @@ class RunContext:
         root: the data root of ``source`` (laid out as ``datasets.LAYOUT``).
         dataset: the evaluated dataset (a key of :data:`TRAIN_SPLITS`).
         runs_dir: cache for the artefacts the harness trains for this source, ``<runs>/<source>/``.
-        preset: the named configuration preset (recorded with every result).
+        preset: the named configuration preset, a key of :data:`PRESETS` (recorded with every result).
         seed: the run's seed: the seed of every artefact the run trains (DenseReg, detectors, box
             regressions, AAM, MDM) as well as of the evaluation, so a seed is a sample of the whole chain;
             its artefacts live in :attr:`cache_dir`.
@@ -148,6 +159,9 @@ class RunContext:
     device: str = "auto"
     artefacts: dict = field(default_factory=dict, compare=False)
     _train: list | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        lookup(PRESETS, self.preset, "preset")   # a typo must not silently become a method's default
     _fingerprint: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def train_samples(self):
@@ -259,6 +273,20 @@ def resolve_factory(spec, registry, prefixed, kind):
         if not arg:
             raise KeyError(f"{kind} {spec!r}: give the argument after '{prefix}:'")
         return functools.partial(prefixed[prefix], arg)
-    if sep and "/" not in prefix:
+    if sep and "/" not in prefix and _module_exists(prefix):
         return functools.partial(_plugin_factory, load_plugin(spec))
-    return lookup(dict.fromkeys(valid_forms(registry, prefixed)), spec, kind)  # KeyError naming every form
+    forms = dict.fromkeys(valid_forms(registry, prefixed))
+    if sep and "/" not in prefix:   # a misspelt prefix reads as a module that does not exist: name the forms
+        try:
+            lookup(forms, spec, kind)
+        except KeyError as e:
+            raise KeyError(f"{e.args[0]} (and no module named {prefix!r})") from None
+    return lookup(forms, spec, kind)  # KeyError naming every form
+
+
+def _module_exists(name):
+    """Whether module ``name`` can be found (without importing it; a missing parent package counts as no)."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False

@@ -16,6 +16,8 @@ recorded in ``ctx`` for the result row. Spec forms: see :mod:`benchmarks.context
 
 from __future__ import annotations
 
+import hashlib
+
 from dataclasses import asdict
 from pathlib import Path
 
@@ -70,13 +72,19 @@ def boxes_factory(directory, ctx, min_iou=MIN_IOU):
     return boxes
 
 
+# Landmarks per face of each evaluated dataset (300-W's 68 markup; the iBUG ears' 55), for ``preds:DIR``.
+POINTS = {"300w": 68, "300vw": 68, "helen": 68, "ears": 55}
+
+
 def preds_factory(directory, ctx):
     """``preds:DIR``: precomputed landmarks, one ``.pts`` per image, as the Menpo benchmark takes submissions.
 
     The prediction of sample ``name`` (e.g. ``01_Indoor/indoor_001``) is ``DIR/<name>.pts``, or else
     ``DIR/<stem>.pts`` (``indoor_001.pts``), so a method written in any language is scored beside the recorded
     baselines without Python glue. A missing file is a miss (scored +inf and listed). Every ``.pts`` under
-    ``DIR`` is read here, before any image, so a malformed file stops the run with its name and problem.
+    ``DIR`` is read here, before any image, so a malformed file (or one with another number of points than the
+dataset's :data:`POINTS`) stops the run with its name and problem. The recorded identity is the file count and
+a hash of the files' names and contents, so a changed submission is a new row.
 
     Raises:
         NotADirectoryError: ``DIR`` is not a folder.
@@ -85,9 +93,13 @@ def preds_factory(directory, ctx):
     directory = Path(directory).expanduser()
     if not directory.is_dir():
         raise NotADirectoryError(f"preds:{directory}: not a folder of <sample name>.pts prediction files")
-    predictions = {path.relative_to(directory).with_suffix("").as_posix(): formats.read_pts(path)
-                   for path in sorted(directory.rglob("*.pts"))}
-    ctx.record("preds", f"{len(predictions)} files in {directory}")
+    digest = hashlib.sha256()
+    predictions = {}
+    for path in sorted(directory.rglob("*.pts")):
+        name = path.relative_to(directory).with_suffix("").as_posix()
+        predictions[name] = formats.read_pts(path, expected_n=POINTS.get(ctx.dataset))
+        digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+    ctx.record("preds", f"{len(predictions)} files in {directory} sha256:{digest.hexdigest()[:12]}")
 
     def preds(image, box, name):
         points = predictions.get(Path(name).as_posix(), predictions.get(Path(name).name))

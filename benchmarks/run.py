@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 from benchmarks.baselines.artefacts import ArtefactError
-from benchmarks.context import (DataRootError, RunContext, add_common, artefact_root, resolve_data, resolve_factory,
+from benchmarks.context import (PRESETS, DataRootError, RunContext, add_common, artefact_root, resolve_data, resolve_factory,
                                 valid_forms)
 from benchmarks.experiments import kablation, landmarks, segmentation
 from benchmarks.fitters import FITTERS, PREFIXED_FITTERS
@@ -48,7 +48,9 @@ def add_landmark_options(parser, required=True):
     parser.add_argument("--split", default="test", help="dataset split (300w: test, indoor, outdoor, common, "
                                                         "challenging, full; default test)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    parser.add_argument("--preset", default="default", help="configuration preset of the methods (recorded)")
+    parser.add_argument("--preset", default="default", choices=list(PRESETS),
+                        help="configuration preset of the methods (recorded): "
+                             + "; ".join(f"{k}: {v}" for k, v in PRESETS.items()))
     parser.add_argument("--tag", default="", help="free label distinguishing variants of one run key")
     parser.add_argument("--device", default="auto", help="torch device for the methods: auto, cpu, cuda[:N]")
     parser.add_argument("--checkpoint", type=Path, default=None,

@@ -303,7 +303,7 @@ def test_missing_real_data_names_layout_and_synthetic_option(tmp_path, monkeypat
     (("--init", "nonsense"), "valid: boxes:ARG, densereg, dlib-68, dpm, hog-svm, mean-shape, package.module:callable, "
                             "preds:ARG"),
     (("--init", "mean-shape", "--fitter", "nope"), "unknown fitter 'nope'; valid: aam, mdm, none"),
-    (("--init", "no_such_module_xyz:f"), "cannot import module 'no_such_module_xyz'"),
+    (("--init", "no_such_module_xyz:f"), "(and no module named 'no_such_module_xyz')"),
     (("--init", "densereg", "--checkpoint", "/nonexistent/last.pt"), "/nonexistent/last.pt: not found"),
     (("--init", "mean-shape", "--split", "nope"), "unknown 300w split 'nope'"),
 ])

@@ -281,6 +281,22 @@ def error_rows(results):
              "seconds": _fmt(r["seconds"], ".4g")} for r in results]
 
 
+class MethodAlwaysFailed(ValueError):
+    """Every sample failed with an exception of a method: a broken method, not a result worth a row."""
+
+
+def _refuse_if_the_method_always_failed(results):
+    """Raise :class:`MethodAlwaysFailed`, quoting the first errors, when every sample is an init/fit error.
+
+    Misses (no face found, no prediction file) are results; an exception on every image means the method is
+    broken (a wrong plug-in, a bad call signature), and recording its row would put a 0 AUC into a table.
+    """
+    if results and all(r["status"] in ("init-error", "fit-error") for r in results):
+        first = "; ".join(f"{r['name']}: {r['status']}: {r['message']}" for r in results[:3])
+        raise MethodAlwaysFailed(f"the method failed on every one of the {len(results)} images, nothing recorded; "
+                                 f"first errors: {first}")
+
+
 def run(samples, init_spec, fitter_spec, ctx, *, split, results_dir, norm, workers=1, tag="", progress=True):
     """The whole protocol for one initialiser × fitter: build, predict, score, summarise, record.
 
@@ -291,6 +307,7 @@ def run(samples, init_spec, fitter_spec, ctx, *, split, results_dir, norm, worke
     device = method_device(ctx)
     results = evaluate(samples, methods, norm, workers=workers, seed=ctx.seed, progress=progress,
                        desc=f"{ctx.dataset}/{split} {init_spec}+{fitter_spec}")
+    _refuse_if_the_method_always_failed(results)
     key = {"dataset": ctx.dataset, "split": split, "init": init_spec, "fitter": fitter_spec, "source": ctx.source,
            "preset": ctx.preset, "seed": ctx.seed, "artefacts": ctx.identity(), "tag": tag}
     err_path = errors_path(results_dir, ctx.dataset, split, init_spec, fitter_spec, ctx.source, ctx.preset, tag,
