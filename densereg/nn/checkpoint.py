@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,21 @@ def _describe(diff: dict) -> str:
     return ", ".join(f"{k}: checkpoint {a!r} vs requested {b!r}" for k, (a, b) in diff.items())
 
 
+def load_failure(exc: Exception) -> str:
+    """Torch's reason for refusing a file, without its advice to re-run with ``weights_only=False``.
+
+    That advice would execute code from the file; this project never loads a checkpoint that way, so the
+    message keeps only the reason (e.g. "Unsupported operand 103").
+    """
+    text = str(exc)
+    found = re.search(r"WeightsUnpickler error:\s*(.*?)\s*(?:Check the documentation|$)", text, re.S)
+    if found:
+        return "holds something other than tensors and plain values (" + " ".join(found.group(1).split()) + ")"
+    if "weights_only" in text:
+        return type(exc).__name__
+    return " ".join(text.split()) or type(exc).__name__
+
+
 def read_checkpoint(path: str | os.PathLike, expect: dict | None = None, kind: str = FORMAT,
                     fields=None) -> dict:
     """Load a checkpoint (``weights_only=True``), checking it is whole, of ``kind``, and made as ``expect`` says.
@@ -66,7 +82,7 @@ def read_checkpoint(path: str | os.PathLike, expect: dict | None = None, kind: s
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for damaged files
-        raise ValueError(f"{path}: unreadable checkpoint (truncated or corrupt?): {exc}") from exc
+        raise ValueError(f"{path}: unreadable checkpoint (truncated or corrupt?): {load_failure(exc)}") from exc
     if not isinstance(state, dict) or state.get("format") != kind:
         found = (f"it is a {state['format']} checkpoint" if isinstance(state, dict) and state.get("format")
                  else "it has no format tag" if isinstance(state, dict) else f"it holds a {type(state).__name__}")
