@@ -146,7 +146,8 @@ def densereg_checkpoint(ctx, networks):
             return networks.ensure_network(preset, Path(ctx.checkpoint).parent, source=ctx.source,
                                            root=ctx.root, checkpoint=ctx.checkpoint, seed=ctx.seed)
         return networks.checkpoint_artefact(ctx.checkpoint, networks.train_command(preset, "DIR",
-                                                                                    source=ctx.source))
+                                                                                    source=ctx.source),
+                                            root=ctx.root)
     return networks.ensure_network(preset, Path(ctx.cache_dir) / f"densereg-{preset}", source=ctx.source,
                                    root=ctx.root, seed=ctx.seed)
 

@@ -4,14 +4,18 @@ A checkpoint carries its resolved config and its training data's fingerprint ins
 (``densereg.nn.checkpoint``); those are what :func:`ensure_network` compares with the run's config and
 training data. The default checkpoint of a preset lives in ``<runs>/<source>/<task>-<preset>[...]/last.pt``
 and is trained (or resumed, or rebuilt when stale) there; a checkpoint the user passes is only checked, never
-rebuilt, and its own config is what the result row records.
+rebuilt, and its own config is what the result row records. Checked means its recorded training-data
+fingerprint must equal that of the training split its config names, read under the run's data root: a model
+trained on other data (another synthetic seed, another real tree) is refused rather than scored as if it had
+been trained on this benchmark's training set. (To look at a foreign checkpoint, use ``densereg.DenseReg``.)
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.baselines.artefacts import VOLATILE_FIELDS, ensure_artefact
+from benchmarks.baselines.artefacts import VOLATILE_FIELDS, ArtefactError, ensure_artefact
+from densereg.data import datasets, formats
 
 from densereg.nn.checkpoint import read_checkpoint
 from densereg.nn.config import PRESETS, make_config
@@ -72,7 +76,8 @@ def ensure_network(preset, out, *, root=None, checkpoint=None, seed=0, **overrid
     cfg = make_config(preset, root=str(root) if root is not None else None, seed=int(seed), **overrides)
     command = train_command(preset, out, root=root, seed=int(seed) or None, **overrides)
     if checkpoint is not None:
-        return ensure_artefact(checkpoint, cfg.resolved(), None, None, command, explicit=True,
+        samples = _training_samples(checkpoint, cfg.resolved(), root, command)
+        return ensure_artefact(checkpoint, cfg.resolved(), samples, None, command, explicit=True,
                                stored=stored_identity, complete=is_finished, ignore=IGNORED,
                                label=label(cfg.resolved(), preset))
     samples = train.training_samples(cfg)
@@ -81,11 +86,35 @@ def ensure_network(preset, out, *, root=None, checkpoint=None, seed=0, **overrid
                            label=label(cfg.resolved(), preset))
 
 
-def checkpoint_artefact(checkpoint, command):
-    """A checkpoint the user passed, accepted whatever its variant (only checked to be a whole checkpoint).
+def checkpoint_artefact(checkpoint, command, root=None):
+    """A checkpoint the user passed, accepted whatever its variant, but checked to be whole and, under data
+    ``root``, trained on the training split its own config names (as read there now).
 
     Its own config then says what it is (:func:`label`); used where no preset is asked for.
+
+    Raises:
+        benchmarks.baselines.artefacts.ArtefactError: missing, unreadable, or trained on other data.
     """
     path = Path(checkpoint)
-    art = ensure_artefact(path, None, None, None, command, explicit=True, stored=stored_identity)
+    samples = None
+    if root is not None and path.is_file():
+        try:
+            config = stored_identity(path)[0]
+        except (OSError, ValueError, RuntimeError):
+            config = None   # ensure_artefact reports the unreadable file
+        if config is not None:
+            samples = _training_samples(path, config, root, command)
+    art = ensure_artefact(path, None, samples, None, command, explicit=True, stored=stored_identity)
     return type(art)(art.path, art.config, art.data, label(art.config or {}))
+
+
+def _training_samples(checkpoint, config, root, command):
+    """The samples of the training split ``config`` names under ``root`` (None when no root is given)."""
+    if root is None:
+        return None
+    name, split = config.get("dataset", "300w-lp"), config.get("split", "train")
+    try:
+        return datasets.load_dataset(name, root, split)
+    except (formats.DatasetError, KeyError, OSError) as e:
+        raise ArtefactError(Path(checkpoint), f"cannot be checked: its training data {name}/{split} under {root} "
+                            f"is unreadable ({e})", command) from e
