@@ -192,15 +192,13 @@ def test_plugin_failures_are_listed_as_inf(data, tmp_path, plugin):
     assert by_name["01_Indoor/indoor_001"]["status"] == "ok"
 
 
-def test_plugin_factory_and_failing_fitter(data, tmp_path, plugin):
+def test_plugin_factory_and_failing_fitter(data, tmp_path, plugin, capsys):
     results = tmp_path / "results"
     assert run_cli("300w", "--init", f"{plugin}:learnt", "--fitter", f"{plugin}:broken_fitter",
-                   "--results", results) == 0
-    row = read_row(results)[0][0]
-    assert row["misses"] == "6" and float(row["failure_0.1"]) == 1.0 and float(row["auc_0.1"]) == 0.0
-    errors_rows = provenance.read_csv(results / row["errors"])[0]
-    assert {r["status"] for r in errors_rows} == {"fit-error"}
-    assert all("fitter exploded" in r["message"] for r in errors_rows)
+                   "--results", results) == 2   # a fitter failing on every image is broken: no row
+    err = capsys.readouterr().err
+    assert "failed on every one of the 6 images" in err and "fit-error: ValueError: fitter exploded" in err
+    assert not (results / "300w.csv").exists()
 
 
 def test_workers_give_the_same_errors_as_one_process(data, tmp_path, plugin):
@@ -225,11 +223,11 @@ def test_same_key_replaces_row_other_tag_seed_or_artefact_adds_one(data, tmp_pat
     assert len(read_row(results)[0]) == 1
     assert run_cli(*base, "--seed", "7") == 0
     assert run_cli(*base, "--tag", "again") == 0
-    assert run_cli(*base, "--preset", "fast") == 0
+    assert run_cli(*base, "--preset", "tiny") == 0
     rows = read_row(results)[0]
     assert sorted((r["tag"], r["preset"], r["seed"]) for r in rows) == [
-        ("", "default", "0"), ("", "default", "7"), ("", "fast", "0"), ("again", "default", "0")]
-    assert (results / "errors" / "300w_test_mean-shape_none_real_fast.csv").is_file()
+        ("", "default", "0"), ("", "default", "7"), ("", "tiny", "0"), ("again", "default", "0")]
+    assert (results / "errors" / "300w_test_mean-shape_none_real_tiny.csv").is_file()
     assert (results / "errors" / "300w_test_mean-shape_none_real_s7.csv").is_file()
     assert not list(results.glob(".*.tmp*")) and not list((results / "errors").glob(".*.tmp*"))
 
