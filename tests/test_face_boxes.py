@@ -43,3 +43,16 @@ def test_fragments_of_one_face_come_back_as_one_face():
     kept = suppress([fragment, whole, other])
     assert [f.score for f in kept] == [0.95, 0.9], "the larger-support face is kept; best score first"
     assert SUPPRESS_IOU < 0.09
+
+
+def test_a_half_precision_tensor_reads_as_its_float32_copy():
+    import torch
+
+    from densereg.readout.forward import as_rgb
+
+    pixels = torch.rand(3, 8, 10)
+    for dtype in (torch.bfloat16, torch.float16):
+        half = pixels.to(dtype)
+        np.testing.assert_array_equal(as_rgb(half), as_rgb(half.float()))
+    with pytest.raises(ValueError, match="input.*complex64"):
+        as_rgb(torch.zeros(3, 8, 10, dtype=torch.complex64), "input")

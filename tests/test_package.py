@@ -64,6 +64,7 @@ def test_installed_wheel_imports_outside_the_checkout(wheel, tmp_path):
     cwd = tmp_path / "elsewhere"
     cwd.mkdir()
     code = ("import densereg, densereg.data.datasets as ds\n"
+            "from densereg import DenseReg\n"
             "print(ds.__file__)\n"
             "from densereg.geometry.templates import builtin_face\n"
             "face = builtin_face()\n"
@@ -83,3 +84,6 @@ def test_installed_wheel_imports_outside_the_checkout(wheel, tmp_path):
     assert counts == "68 3"
     assert Path(synthetic) == cwd / "data" / "synthetic"      # installed: data goes under the current folder
     assert extras_loaded == "[]", f"the core needs an optional dependency: {extras_loaded}"
+    run = subprocess.run([sys.executable, "-m", "densereg.infer", "--help"], cwd=cwd, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0 and "--checkpoint" in run.stdout and "--bench" in run.stdout, run.stderr

@@ -96,7 +96,13 @@ def as_rgb(image, what: str = "image") -> np.ndarray:
     if isinstance(image, (str, os.PathLike)):
         return formats.read_image(image)
     if isinstance(image, torch.Tensor):
-        a = image.detach().cpu().numpy()
+        tensor = image.detach().cpu()
+        if tensor.dtype in (torch.bfloat16, torch.float16):   # half precision: exact in float32, NumPy lacks bf16
+            tensor = tensor.float()
+        try:
+            a = tensor.numpy()
+        except (TypeError, RuntimeError) as exc:
+            raise ValueError(f"{what}: unsupported torch tensor of dtype {tensor.dtype} ({exc})") from exc
         chw = a.ndim == 3 and a.shape[0] in (1, 3, 4) and (a.shape[2] not in (1, 3, 4) or a.shape[0] <= a.shape[2])
         return _from_array(a, f"{what} (torch tensor {tuple(a.shape)})", channels_first=chw)
     if isinstance(image, np.ndarray):
