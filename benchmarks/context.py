@@ -139,7 +139,10 @@ class RunContext:
         root: the data root of ``source`` (laid out as ``datasets.LAYOUT``).
         dataset: the evaluated dataset (a key of :data:`TRAIN_SPLITS`).
         runs_dir: cache for the artefacts the harness trains for this source, ``<runs>/<source>/``.
-        preset: the named configuration preset, a key of :data:`PRESETS` (recorded with every result).
+        preset: the configuration preset, a key of :data:`PRESETS`; ``default`` is resolved here to what the
+            methods then use (``cpu`` on synthetic data, ``paper`` on real), so rows record the resolved name.
+        preset_named: False when the preset was resolved from ``default`` (set here): a method with its own
+            default (DPM: ``cpu``) keeps it, and an explicit checkpoint is not required to be that preset's.
         seed: the run's seed: the seed of every artefact the run trains (DenseReg, detectors, box
             regressions, AAM, MDM) as well as of the evaluation, so a seed is a sample of the whole chain;
             its artefacts live in :attr:`cache_dir`.
@@ -159,9 +162,12 @@ class RunContext:
     device: str = "auto"
     artefacts: dict = field(default_factory=dict, compare=False)
     _train: list | None = field(default=None, init=False, repr=False, compare=False)
+    preset_named: bool = field(default=True, init=False)
 
     def __post_init__(self):
         lookup(PRESETS, self.preset, "preset")   # a typo must not silently become a method's default
+        if self.preset == "default":
+            self.preset, self.preset_named = ("cpu" if self.source == "synthetic" else "paper"), False
     _fingerprint: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def train_samples(self):

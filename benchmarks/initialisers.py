@@ -140,9 +140,9 @@ def densereg_factory(ctx):
 def densereg_checkpoint(ctx, networks):
     """The DenseReg checkpoint artefact of a run: ``--checkpoint`` or ``<cache>/densereg-<preset>`` trained
     with the run's seed (``ctx.cache_dir``: ``<runs>/<source>[/seed<S>]``)."""
-    preset = ctx.preset if ctx.preset in networks.PRESETS else ("cpu" if ctx.source == "synthetic" else "paper")
+    preset = ctx.preset   # resolved by RunContext: cpu on synthetic, paper on real unless named
     if ctx.checkpoint is not None:
-        if ctx.preset in networks.PRESETS:   # the user named a preset: the checkpoint must be that model
+        if ctx.preset_named:   # the user named a preset: the checkpoint must be that model
             return networks.ensure_network(preset, Path(ctx.checkpoint).parent, source=ctx.source,
                                            root=ctx.root, checkpoint=ctx.checkpoint, seed=ctx.seed)
         return networks.checkpoint_artefact(ctx.checkpoint, networks.train_command(preset, "DIR",
@@ -229,12 +229,12 @@ def dlib68_factory(ctx):
 
 def dpm_factory(ctx):
     """``dpm``: our deformable part model face detector (stands in for Mathias et al.'s, which is not
-    available) → mean shape. An artefact ``runs/<source>/dpm-<preset>.npz`` (the run's preset when DPM has
-    one, else ``cpu``), built on first use like ``python -m benchmarks.baselines.dpm_train``.
+    available) → mean shape. An artefact ``runs/<source>/dpm-<preset>.npz`` (the preset named with ``--preset``,
+    else ``cpu``), built on first use like ``python -m benchmarks.baselines.dpm_train``.
     """
     from benchmarks.baselines import dpm, dpm_config, dpm_train
 
-    preset = ctx.preset if ctx.preset in dpm_config.PRESETS else "cpu"
+    preset = ctx.preset if ctx.preset_named else "cpu"
     path = Path(ctx.cache_dir) / f"dpm-{preset}.npz"
     config = dpm_config.config_preset(preset, seed=ctx.seed)
     art = ensure_artefact(path, asdict(config), ctx.train_fingerprint(),

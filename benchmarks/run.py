@@ -115,7 +115,7 @@ def run_landmarks(args):
     ctx = RunContext(source=source, root=root, dataset=dataset, runs_dir=artefact_root(args.runs, source, dataset),
                      preset=args.preset, seed=args.seed, checkpoint=args.checkpoint, device=args.device)
     print(f"[run] {dataset}/{args.split} ({source} data at {root}, {len(samples)} images): init {args.init}, "
-          f"fitter {args.fitter}, preset {args.preset}, seed {args.seed}", file=sys.stderr)
+          f"fitter {args.fitter}, preset {ctx.preset}, seed {args.seed}", file=sys.stderr)
     try:
         row, results, table, err_path, replaced = landmarks.run(
             samples, args.init, args.fitter, ctx, split=args.split, results_dir=Path(args.results),

@@ -112,7 +112,7 @@ def test_mean_shape_end_to_end_writes_row_and_errors(data, tmp_path, capsys):
     assert len(rows) == 1
     row = rows[0]
     assert (row["dataset"], row["split"], row["init"], row["fitter"], row["source"], row["preset"]) == \
-        ("300w", "test", "mean-shape", "none", "real", "default")
+        ("300w", "test", "mean-shape", "none", "real", "paper")
     assert row["n"] == "6" and row["misses"] == "0"
     assert row["torch"] == provenance.torch_version() and row["commit"] and row["date"]
     assert row["device"].startswith("cpu")
@@ -121,7 +121,7 @@ def test_mean_shape_end_to_end_writes_row_and_errors(data, tmp_path, capsys):
     assert float(row["mean_nme"]) < 0.08
     errors_rows, err_cols = provenance.read_csv(results / row["errors"])
     assert err_cols == list(provenance.ERROR_COLUMNS)
-    assert row["errors"] == "errors/300w_test_mean-shape_none_real.csv"
+    assert row["errors"] == "errors/300w_test_mean-shape_none_real_paper.csv"
     assert [r["name"] for r in errors_rows] == [f"01_Indoor/indoor_00{i}" for i in (1, 2, 3)] + \
         [f"02_Outdoor/outdoor_00{i}" for i in (1, 2, 3)]
     assert all(r["status"] == "ok" and np.isfinite(float(r["error"])) for r in errors_rows)
@@ -140,7 +140,7 @@ def test_root_folder_is_used_as_it_is_and_labelled(tmp_path, monkeypatch):
     results = tmp_path / "results"
     assert run_cli("300w", "--init", "mean-shape", "--root", root, "--results", results) == 0
     row = read_row(results)[0][0]
-    assert row["source"] == "synthetic" and row["errors"] == "errors/300w_test_mean-shape_none_synthetic.csv"
+    assert row["source"] == "synthetic" and row["errors"] == "errors/300w_test_mean-shape_none_synthetic_cpu.csv"
     assert sorted(p.relative_to(root) for p in root.rglob("*")) == before    # nothing written into the data
     (root / "synth.json").unlink()
     assert run_cli("300w", "--init", "mean-shape", "--root", root, "--results", results) == 0
@@ -171,7 +171,7 @@ def test_indoor_split_and_limit_tag(data, tmp_path):
     assert run_cli("300w", "--init", "mean-shape", "--split", "indoor", "--limit", "2", "--results", results) == 0
     row = read_row(results)[0][0]
     assert row["split"] == "indoor" and row["n"] == "2" and row["tag"] == "limit=2"
-    assert row["errors"] == "errors/300w_indoor_mean-shape_none_real_limit=2.csv"
+    assert row["errors"] == "errors/300w_indoor_mean-shape_none_real_paper_limit=2.csv"
 
 
 def test_plugin_failures_are_listed_as_inf(data, tmp_path, plugin):
@@ -226,9 +226,9 @@ def test_same_key_replaces_row_other_tag_seed_or_artefact_adds_one(data, tmp_pat
     assert run_cli(*base, "--preset", "tiny") == 0
     rows = read_row(results)[0]
     assert sorted((r["tag"], r["preset"], r["seed"]) for r in rows) == [
-        ("", "default", "0"), ("", "default", "7"), ("", "tiny", "0"), ("again", "default", "0")]
+        ("", "paper", "0"), ("", "paper", "7"), ("", "tiny", "0"), ("again", "paper", "0")]   # default: resolved
     assert (results / "errors" / "300w_test_mean-shape_none_real_tiny.csv").is_file()
-    assert (results / "errors" / "300w_test_mean-shape_none_real_s7.csv").is_file()
+    assert (results / "errors" / "300w_test_mean-shape_none_real_paper_s7.csv").is_file()
     assert not list(results.glob(".*.tmp*")) and not list((results / "errors").glob(".*.tmp*"))
 
 
@@ -331,7 +331,7 @@ def test_module_entry_point(data, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "300w", "--init", "mean-shape", "--fitter",
                            "none", "--results", str(results)], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert "300w_test_mean-shape_none_real.csv" in proc.stdout
+    assert "300w_test_mean-shape_none_real_paper.csv" in proc.stdout
     assert len(read_row(results)[0]) == 1
 
 

@@ -65,3 +65,15 @@ def test_a_misspelt_prefix_names_every_valid_form(data, tmp_path, capsys, spec):
     err = capsys.readouterr().err
     assert "valid: boxes:ARG, densereg" in err and "preds:ARG" in err and "package.module:callable" in err
     assert f"no module named {spec.split(':')[0]!r}" in err
+
+
+def test_the_row_records_the_preset_default_resolved_to(data, tmp_path):  # noqa: F811
+    results = tmp_path / "results"
+    assert run_cli("300w", "--init", "mean-shape", "--results", results) == 0
+    assert run_cli("300w", "--init", "mean-shape", "--preset", "paper", "--results", results) == 0   # the same
+    from tests.test_run import read_row
+
+    rows = read_row(results)[0]
+    assert [r["preset"] for r in rows] == ["paper"]
+    ctx = context.RunContext(source="synthetic", root=tmp_path, dataset="300w", runs_dir=tmp_path)
+    assert (ctx.preset, ctx.preset_named) == ("cpu", False)
