@@ -2,17 +2,52 @@
 
 (trained by ``python -m benchmarks.baselines.mdm_train --root ROOT --out DIR [--preset cpu|paper]``)
 
-Paper Sec. 4.3 of DenseReg initialises MDM with DenseReg's landmarks. MDM is a recurrent cascade: at each of
-4 steps it samples a 30×30 patch around every current landmark, runs a small CNN shared by all patches and
-steps (conv 3×3×32 → ReLU → max-pool 2 → conv 3×3×32 → ReLU → max-pool 2, features = the second pool
-concatenated with the equally sized central crop of the second conv), concatenates the features of all 68
-patches with the previous hidden state into ``h = tanh(FC_512([features, h]))`` and adds ``Δx = FC_136(h)``
-to the shape. The loss is the mean point-to-point error over the outer-eye-corner distance, summed over the
-steps. Those are the published code's settings (``reference/anchors.md`` §2), kept in :class:`MDMConfig`.
+DenseReg (Sec. 4.3) refines its landmarks with MDM, a recurrent cascade: at each of 4 steps it samples a 30×30
+patch around every current landmark, runs a small CNN shared by all patches and steps (conv 3×3×32 → ReLU →
+max-pool 2 → conv 3×3×32 → ReLU → max-pool 2; features = the second pool beside the equally sized central crop
+of the second conv), feeds the 68 patches' features and the previous state to ``h = tanh(FC_512([f, h]))``
+and adds ``Δx = FC_136(h)`` to the shape. The loss is the mean point-to-point error over the outer-eye-corner
+distance, summed over the steps. The ``paper`` preset is the authors' code (``trigeorgis/mdm`` @ ae82d89,
+``reference/anchors.md`` §2); where ours or a preset departs from it:
 
-Images are normalised as MDM does (:mod:`benchmarks.baselines.mdm_frame`). Training, augmentation and the
-resumable checkpoints it writes are in :mod:`benchmarks.baselines.mdm_train`; :class:`MDMFitter` loads the
-result (:func:`load_checkpoint`: ``weights_only``, layout and config checked).
+==========================  ============================================  ======================================
+item                        published code                                ours (preset): reason
+==========================  ============================================  ======================================
+patch / frame               30×30, reference-shape box diagonal 200       paper: same. cpu: 15×15 at diagonal
+                                                                          100 (same field of view, 1/4 pixels)
+conv filters                32, 32                                        cpu: 16 (CPU time)
+frame of a training image   rescaled so the **GT** has the reference      the **start** has it, as at test time
+                            size; the start lands near it                 (train and test frames then agree)
+frame border                crop to box +30 %, random-noise padding       zeros outside the image
+mean shape                  Procrustes mean (menpofit), diagonal 200      mean of box-normalised shapes: what
+                                                                          aligning to a box inverts
+training starts             mean shape aligned to a box drawn from a      GT box, each corner + N(0, 0.07 side):
+                            PCA model of real detector boxes / GT box     no detector at training time. cpu:
+                                                                          half the starts blended towards a
+                                                                          noisy GT (``blend_p``), see below
+colour                      order 0 of ``distort_color`` (thread id 0)    same order
+input pixels                RGB in [0, 1]                                 cpu: each frame standardised (a short
+                                                                          run learns faster)
+loss normaliser             outer-eye distance                            cpu: floored at 0.2 box diagonals
+                                                                          (synthetic profiles reach 0.02; their
+                                                                          errors ×10 would rule the gradient)
+schedule                    Adam 1e-3, ×0.1 per 15k, batch 60, 100k       cpu: see :data:`PRESETS`
+EMA of the weights          0.9999 (TF warm-up), used at evaluation       cpu: 0.99 (0.9999 over a few thousand
+                                                                          steps is mostly the initial weights)
+patch sampling              custom TF op (author's TF fork)               bilinear ``grid_sample``, no gradient
+                                                                          to the positions
+evaluation                  prediction averaged with the mirrored         ``MDMFitter(mirror=True)``; off in
+                            image's (``mdm_eval.py``)                     the harness (one pass, as fitted)
+==========================  ============================================  ======================================
+
+Why the cpu preset blends its starts: the published starts are all a mean shape in a box, so the first step
+learns "mean shape → this face"; given DenseReg's landmarks (already face-shaped, partly right) that first
+step undoes them (measured: from DenseReg's starts the published-style training left the error flat).
+
+Images are normalised in :mod:`benchmarks.baselines.mdm_frame`. Training, augmentation and the resumable
+checkpoints are in :mod:`benchmarks.baselines.mdm_train`; :class:`MDMFitter` loads the result
+(:func:`load_checkpoint`: ``weights_only``, layout and config checked). MDM alone is checked by
+:mod:`benchmarks.experiments.mdm_alone`.
 """
 
 from __future__ import annotations
@@ -59,6 +94,11 @@ class MDMConfig:
         ema_decay: exponential moving average of the weights used by the fitter, with TensorFlow's
             ``min(decay, (1 + n) / (10 + n))`` warm-up (MDM: 0.9999); 0 disables it.
         box_noise: std of each perturbed box corner, as a fraction of the box's width/height.
+        blend_p: probability that a training start is not the box's mean shape alone but ``w × it + (1 − w) ×
+            (GT + point noise)``, ``w ~ U(0, 1)``: starts of every quality between a box and the answer, as an
+            initialiser such as DenseReg gives (0: the published box starts only).
+        point_noise: std of the independent per-point noise of those blended starts, as a fraction of the GT
+            box diagonal (clipped at 3σ).
         mirror_p: probability of a horizontal flip (68-point mirror permutation applied to the labels).
         rotation_p: probability of an in-plane rotation ...
         rotation_sigma: ... of N(0, rotation_sigma) degrees.
@@ -89,6 +129,8 @@ class MDMConfig:
     iterations: int = 100000
     ema_decay: float = 0.9999
     box_noise: float = 0.07
+    blend_p: float = 0.0
+    point_noise: float = 0.0
     mirror_p: float = 0.5
     rotation_p: float = 0.5
     rotation_sigma: float = 10.0
@@ -299,24 +341,34 @@ class MDMFitter:
         valid = [i for i in range(len(images)) if np.isfinite(shapes[i]).all() and shape_spread(shapes[i]) > 0]
         if not valid:
             return result
-        result[valid] = self._fit(images, shapes, valid)
+        result[valid] = self._fit(images, shapes, valid)[-1]
         if self.mirror:
             flipped = [np.ascontiguousarray(im[:, ::-1]) for im in images]
             mirrored = np.stack([mirror.mirror_landmarks(s, im.shape[1]) for s, im in zip(shapes, images)])
-            back = self._fit(flipped, mirrored, valid)
+            back = self._fit(flipped, mirrored, valid)[-1]
             back = np.stack([mirror.mirror_landmarks(b, images[i].shape[1]) for b, i in zip(back, valid)])
             result[valid] = (result[valid] + back) / 2
         return result
 
+    def fit_steps(self, images, shapes):
+        """The estimate after every descent step (no mirroring): ``(steps, B, 68, 2)`` in image pixels.
+
+        What :mod:`benchmarks.experiments.mdm_alone` scores to check that each step lowers the error.
+        """
+        shapes = np.asarray(shapes, dtype=np.float64).reshape(len(images), N_POINTS, 2)
+        return self._fit(images, shapes, list(range(len(images))))
+
     def _fit(self, images, shapes, valid):
+        """``(steps, len(valid), 68, 2)``: every step's estimate for the ``valid`` images, in image pixels."""
         size = self.config.frame_size
         affines = [frame_transform(shapes[i], self._reference, size) for i in valid]
         frames = np.stack([warp_to_frame(images[i], a, size) for i, a in zip(valid, affines)])
         initial = np.stack([apply_affine(a, shapes[i]) for i, a in zip(valid, affines)])
         with torch.inference_mode():
             frames_t = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div_(255.0)
-            fitted = self.model(frames_t, torch.from_numpy(initial).float())[-1].double().numpy()
-        return np.stack([apply_affine(invert(a), f) for a, f in zip(affines, fitted)])
+            steps = self.model(frames_t, torch.from_numpy(initial).float())
+        return np.stack([[apply_affine(invert(a), f) for a, f in zip(affines, step.double().numpy())]
+                         for step in steps])
 
     def __call__(self, image, shape):
         """Fit one image from ``shape`` (68×2, image pixels) and return the fitted 68×2 shape."""
