@@ -8,7 +8,10 @@ distorts colours (brightness, contrast, saturation, hue) and adds Gaussian noise
 then clipped), RGB input, no further per-image normalisation (the ``cpu`` preset standardises each frame, see
 :data:`benchmarks.baselines.mdm.PRESETS`). Published MDM synthesised boxes from a PCA model of real detector
 boxes; with no detector at training time we perturb each box corner by independent Gaussian noise
-(``box_noise`` × box side), which gives translation, scale and aspect jitter of the same kind.
+(``box_noise`` × box side), which gives translation, scale and aspect jitter of the same kind. With
+``blend_p`` > 0 (the ``cpu`` preset) that share of the starts is moved a uniform fraction of the way to the
+(rotated, mirrored) ground truth plus per-point noise, so MDM also learns to refine starts that are already
+face-shaped, as DenseReg's landmarks are.
 
 :func:`train_mdm` is resumable: a checkpoint holds weights, Adam state, EMA weights, the step and the config;
 batches and augmentation come from ``numpy.random.default_rng([seed, step])``, so a run killed and restarted

@@ -15,7 +15,8 @@ start it scores:
 
 Errors are the 68-point mean point-to-point distance over the outer-eye-corner distance; AUC and failure at 0.1
 and 0.08 as in :mod:`benchmarks.metrics`. Rows go to ``results/mdm_alone.csv`` (``--out``), keyed by source,
-preset, checkpoint, method, step, jitter, seed and n; a re-run replaces its own rows. The checkpoint is
+preset, checkpoint, method, step, jitter, seed (of the jitter; ``train_seed`` is MDM's) and n; a re-run
+replaces its own rows. The checkpoint is
 ``--checkpoint`` or ``<runs>/<source>/mdm-<preset>/mdm.pt``, trained on the training split when absent
 (resumed when unfinished).
 """
@@ -149,9 +150,15 @@ def write_rows(path, rows):
     return path
 
 
-def _checkpoint_id(path):
-    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    return digest[:10]
+def _file_id(path):
+    """The first 10 hex digits of the file's SHA-256: which trained artefact a row scored."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:10]
+
+
+def _train_seconds(checkpoint):
+    """Wall seconds of the training iterations, summed from the log beside the checkpoint (NaN without it)."""
+    log = Path(checkpoint).parent / mdm.LOG_NAME
+    return float(pd.read_csv(log)["seconds"].sum()) if log.is_file() else float("nan")
 
 
 def parse_args(argv=None):
@@ -198,10 +205,14 @@ def main(argv=None):
         from benchmarks.baselines.aam import AAMFitter
         aam = AAMFitter.load(args.aam)
     result = evaluate(samples, fitter, initial, aam, progress=not args.quiet)
-    meta = {"source": args.source, "preset": args.preset, "checkpoint": _checkpoint_id(checkpoint),
-            "iterations": int(mdm.load_checkpoint(checkpoint)["step"]), "split": args.split,
+    state = mdm.load_checkpoint(checkpoint)
+    meta = {"source": args.source, "preset": args.preset, "checkpoint": _file_id(checkpoint),
+            "iterations": int(state["step"]), "train_seed": state["config"].seed,
+            "train_seconds": round(_train_seconds(checkpoint), 1), "split": args.split,
             "jitter": args.jitter, "seed": args.seed, "n": len(samples)}
     rows = rows_of(result, meta)
+    for row in rows:
+        row["aam_model"] = _file_id(args.aam) if row["method"] == "aam" else ""
     path = write_rows(args.out, rows)
     from tabulate import tabulate
     shown = ["method", "step", "auc_0.1", "failure_0.1", "mean", "median", "improved", "seconds"]
