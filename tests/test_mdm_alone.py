@@ -28,7 +28,11 @@ def test_jittered_boxes_are_seeded_per_image_and_scale_with_the_box():
     assert not np.allclose(mdm_alone.jittered_boxes(gts, 0.05, seed=2), boxes)
     np.testing.assert_allclose(mdm_alone.jittered_boxes(gts, 0.0, seed=1),
                                [mdm_alone.datasets.landmarks_box(g) for g in gts])
-    # Corner noise is a fraction of the box side, clipped at 3σ.
+    # Corner noise is a fraction of the box side (a face twice as large moves twice as far), clipped at 3σ.
+    small, large = gts[:1], (gts[:1] - 64.0) * 2 + 64.0
+    moved = [mdm_alone.jittered_boxes(g, 0.05, seed=1)[0] - mdm_alone.datasets.landmarks_box(g[0])
+             for g in (small, large)]
+    np.testing.assert_allclose(moved[1], 2 * moved[0])
     truth = np.stack([mdm_alone.datasets.landmarks_box(g) for g in gts])
     side = np.tile(truth[:, 2:] - truth[:, :2], 2)
     assert np.all(np.abs(boxes - truth) <= 3 * 0.05 * side + 1e-9)
@@ -45,19 +49,22 @@ def test_step_statistics_and_monotone_on_made_up_errors():
 
 
 def test_rows_replace_their_own_key_only(tmp_path):
-    steps = np.array([[0.3, 0.2], [0.1, 0.1]])
+    steps = np.array([[0.3, 0.2], [0.2, 0.3]])
     result = {"steps": steps, "aam": np.array([0.05, 0.5]), "mdm_seconds": 0.1, "aam_seconds": 1.0}
     meta = {"source": "s", "preset": "cpu", "checkpoint": "abc", "iterations": 5, "split": "test",
             "jitter": 0.05, "seed": 0, "n": 2}
     path = tmp_path / "mdm_alone.csv"
     mdm_alone.write_rows(path, mdm_alone.rows_of(result, meta))
     mdm_alone.write_rows(path, mdm_alone.rows_of(result, {**meta, "seed": 1}))
-    mdm_alone.write_rows(path, mdm_alone.rows_of({**result, "aam": None}, meta))   # re-run of seed 0
+    rerun = {**result, "aam": None, "steps": np.array([[0.3, 0.2], [0.1, 0.1]])}
+    mdm_alone.write_rows(path, mdm_alone.rows_of(rerun, meta))   # a re-run of seed 0 without AAM
     table = pd.read_csv(path, dtype={"checkpoint": str})
     assert sorted(table["method"]) == sorted(["mean-shape", "mdm", "aam"] * 2)
     assert set(table["seed"]) == {0, 1} and len(table) == 6
     mdm_row = table[(table["method"] == "mdm") & (table["seed"] == 0)].iloc[0]
     assert mdm_row["mean"] == pytest.approx(0.1) and mdm_row["improved"] == 1.0 and mdm_row["monotone"]
+    first = table[(table["method"] == "mdm") & (table["seed"] == 1)].iloc[0]   # untouched by the re-run
+    assert first["mean"] == pytest.approx(0.25) and first["improved"] == 0.5 and not first["monotone"]
     assert table[(table["method"] == "aam")].iloc[0]["improved"] == 0.5
 
 
