@@ -13,6 +13,8 @@ distance, summed over the steps. The ``paper`` preset is the authors' code (``tr
 ==========================  ============================================  ======================================
 item                        published code                                ours (preset): reason
 ==========================  ============================================  ======================================
+training data               LFPW-train + AFW + HELEN-train (3148 faces)   the dataset's train split (synthetic
+                                                                          default: 3148 rendered faces)
 patch / frame               30×30, reference-shape box diagonal 200       paper: same. cpu: 15×15 at diagonal
                                                                           100 (same field of view, 1/4 pixels)
 conv filters                32, 32                                        cpu: 16 (CPU time)
