@@ -8,7 +8,10 @@ distorts colours (brightness, contrast, saturation, hue) and adds Gaussian noise
 then clipped), RGB input, no further per-image normalisation (the ``cpu`` preset standardises each frame, see
 :data:`benchmarks.baselines.mdm.PRESETS`). Published MDM synthesised boxes from a PCA model of real detector
 boxes; with no detector at training time we perturb each box corner by independent Gaussian noise
-(``box_noise`` × box side), which gives translation, scale and aspect jitter of the same kind.
+(``box_noise`` × box side), which gives translation, scale and aspect jitter of the same kind. With
+``blend_p`` > 0 (the ``cpu`` preset) that share of the starts is moved a uniform fraction of the way to the
+(rotated, mirrored) ground truth plus per-point noise, so MDM also learns to refine starts that are already
+face-shaped, as DenseReg's landmarks are.
 
 :func:`train_mdm` is resumable: a checkpoint holds weights, Adam state, EMA weights, the step and the config;
 batches and augmentation come from ``numpy.random.default_rng([seed, step])``, so a run killed and restarted
@@ -76,8 +79,11 @@ def _prepare_crops(samples, mean, config, progress):
 
 
 def _distort_colour(frame, rng, config):
-    """MDM's colour distortion on a float RGB frame in [0, 1]: one of its two op orders, noise, clip."""
-    order = rng.integers(2)
+    """MDM's colour distortion on a float RGB frame in [0, 1], then noise and clipping.
+
+    ``distort_color`` has two op orders chosen by a preprocessing thread id, but the training script calls it
+    with the default id 0, so every published sample took order 0: brightness, saturation, hue, contrast.
+    """
     delta, sat, hue, con = (rng.uniform(-config.brightness, config.brightness), rng.uniform(*config.saturation),
                             rng.uniform(-config.hue, config.hue), rng.uniform(*config.contrast))
     noise = rng.standard_normal(frame.shape).astype(np.float32) * config.noise
@@ -95,8 +101,7 @@ def _distort_colour(frame, rng, config):
         hsv[..., 0] = (hsv[..., 0] + 360.0 * hue) % 360.0
         return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
 
-    ops = (brightness, sat_hue, contrast) if order == 0 else (brightness, contrast, sat_hue)
-    for op in ops:
+    for op in (brightness, sat_hue, contrast):
         frame = op(frame)
     return np.clip(frame + noise, 0.0, 1.0)
 
@@ -114,6 +119,8 @@ def augmented_sample(crop, gt, mean, config, rng):
     flip, rotate = rng.random() < config.mirror_p, rng.random() < config.rotation_p
     theta = math.radians(rng.normal(0.0, config.rotation_sigma)) if rotate else 0.0
     corner_noise = np.clip(rng.standard_normal(4), -3, 3) * config.box_noise
+    blend, weight = rng.random() < config.blend_p, rng.random()
+    point_noise = np.clip(rng.standard_normal((len(gt), 2)), -3, 3) * config.point_noise
     size = crop.shape[0]
     if flip:
         crop, gt = crop[:, ::-1], mirror.mirror_landmarks(gt, size)
@@ -124,6 +131,9 @@ def augmented_sample(crop, gt, mean, config, rng):
     box = datasets.landmarks_box(gt_rotated)
     wh = np.tile(box[2:] - box[:2], 2)
     initial = align_to_box(mean, box + corner_noise * wh)
+    if blend:   # a start between the box's mean shape and a noisy ground truth (see MDMConfig.blend_p)
+        noisy = gt_rotated + point_noise * np.linalg.norm(box[2:] - box[:2])
+        initial = weight * initial + (1.0 - weight) * noisy
     to_frame = frame_transform(initial, shape_spread(mean), config.frame_size)
     affine = compose(to_frame, rotation)
     frame = warp_to_frame(np.ascontiguousarray(crop), affine, config.frame_size).astype(np.float32) / 255.0
