@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-TARGETS="test test-all data bench table1 table2 table3 table4 fig5 fig7 all"
+TARGETS="test test-all data bench table1 table2 table3 table4 fig5 fig7 fig8 all"
 
 usage() {
   echo "usage: ./reproduce.sh TARGET   (one of: $TARGETS)" >&2
@@ -78,6 +78,7 @@ case "$target" in
           --workers "${WORKERS:-2}" --seed "$seed" "$@"
       done
     done
+    $PY -m benchmarks.run fig8 --source "$SRC" --preset "$PRESET"   # Fig. 8 from seed 0's models (default data root)
     $PY -m benchmarks.report
     echo "[$target] done in $(( $(date +%s) - start )) s; tables in results/table2.md, verdicts in results/verdicts.md, curves in results/figures/"
     banner ;;
@@ -100,6 +101,10 @@ case "$target" in
     $PY -m benchmarks.report
     echo "[$target] done in $(( $(date +%s) - start )) s; results/table1.md, results/figures/fig6_$SRC.png"
     banner ;;
+  fig8)
+    pick_source 300W; banner
+    $PY -m benchmarks.run fig8 --source "$SRC" --preset "$PRESET" "$@"
+    $PY -m benchmarks.report ;;
   table3)    not_yet "300VW tracking (no issue filed yet)" ;;
   table4)    not_yet "ear landmarks (no issue filed yet)" ;;
   all)       for t in table2 fig5 table1 table3 table4; do ./reproduce.sh "$t" || true; done ;;

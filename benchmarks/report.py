@@ -112,8 +112,9 @@ def build_report(results_dir, paper_path, readme, problems=None):
     verdict_text = verdicts.markdown(judged, full=False) + "Every comparison: `results/verdicts.md`.\n"
     figures_dir = results_dir / "figures"
     figures = fig7(results_dir, figures_dir, problems) + fig5_plot(tables["fig5"], figures_dir)
-    # Figures other commands draw (Fig. 6 by benchmarks.experiments.segmentation) are linked when present.
-    figures += sorted(figures_dir.glob("fig6_*.png"))
+    # Figures other commands draw (Fig. 6 by benchmarks.experiments.segmentation, Fig. 8 by
+    # benchmarks.experiments.fig8) are linked when present.
+    figures += sorted(figures_dir.glob("fig6_*.png")) + sorted(figures_dir.glob("fig8_*.png"))
     if readme is not None:
         readme = Path(readme)
         text = readme.read_text(encoding="utf-8") if readme.is_file() else ""

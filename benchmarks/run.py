@@ -27,7 +27,7 @@ from pathlib import Path
 from benchmarks.baselines.artefacts import ArtefactError
 from benchmarks.context import (PRESETS, DataRootError, RunContext, add_common, artefact_root, resolve_data, resolve_factory,
                                 valid_forms)
-from benchmarks.experiments import kablation, landmarks, segmentation
+from benchmarks.experiments import fig8, kablation, landmarks, segmentation
 from benchmarks.fitters import FITTERS, PREFIXED_FITTERS
 from benchmarks.initialisers import INITIALISERS, PREFIXED_INITIALISERS
 from densereg.data import datasets, formats
@@ -72,6 +72,9 @@ def parse_args(argv=None):
     fig5 = sub.add_parser("fig5", help="Fig. 5: the K ablation of the quantised regression")
     add_common(fig5)
     kablation.add_arguments(fig5)
+    figure8 = sub.add_parser("fig8", help="Fig. 8: GT and estimated u, v and landmarks of a few 300-W test faces")
+    add_common(figure8)
+    fig8.add_arguments(figure8)
     args = parser.parse_args(argv)
     if args.command == "helen":
         if (args.init is None) == (args.method is None):
@@ -145,7 +148,8 @@ def _print_report(row, results, csv_path, err_path, replaced):
 
 COMMANDS = {**dict.fromkeys(LANDMARK_COMMANDS, run_landmarks),
             "helen-parts": lambda args: segmentation.run(args),
-            "fig5": lambda args: kablation.run(args)}
+            "fig5": lambda args: kablation.run(args),
+            "fig8": lambda args: fig8.run(args)}
 
 
 def main(argv=None):
