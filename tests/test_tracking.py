@@ -98,9 +98,9 @@ def _ctx(tmp_path):
 
 def _evaluate(root, results, progress, methods, workers=1):
     videos = tracking.load_videos("real", root, require_all=False)
-    per_video = tracking.evaluate_videos(videos, methods, list(tracking.ROWS), progress, batch_size=1,
-                                         workers=workers, progress=False)
-    return tracking.record_rows(per_video, list(tracking.ROWS), _ctx(root), results, "cpu: test")
+    chunks = tracking.evaluate_videos(videos, methods, list(tracking.ROWS), progress, batch_size=1,
+                                      workers=workers, progress=False)
+    return tracking.record_rows(chunks, list(tracking.ROWS), _ctx(root), results, "cpu: test")
 
 
 def test_categories_and_extra_on_real_fixtures(real_fixtures, tmp_path):

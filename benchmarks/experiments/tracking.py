@@ -132,7 +132,7 @@ def evaluate_video(samples, methods, rows, batch_size=8):
             break
         scored = [i for i, (s, _) in enumerate(batch) if not s.extras.get("unreliable")]
         shapes, seconds = {}, {}
-        if scored:
+        if scored and {"densereg", "densereg+mdm"} & set(rows):
             t = time.perf_counter()
             found = methods.detect([batch[i][1] for i in scored], [batch[i][0].box for i in scored])
             dr_time = (time.perf_counter() - t) / len(scored)
@@ -187,16 +187,18 @@ def run_id(ctx, rows, batch_size, limit):
 
 
 def evaluate_videos(videos, methods, rows, progress_dir, batch_size=8, workers=1, progress=True):
-    """Every video's per-frame results (a dict video → rows), resuming from ``progress_dir``.
+    """Evaluate every video not yet done; returns ``{video: its per-frame results file}`` (:data:`CHUNK_COLUMNS`).
 
-    A finished video's results are in ``progress_dir/<video>.csv`` (written atomically when it ends) and are
-    read back instead of recomputed; memory holds one batch of frames per worker plus the per-frame errors.
+    A video's results go to ``progress_dir/<video>.csv``, written atomically when the video ends; a video whose
+    file exists is not evaluated again, so an interrupted run resumes at the first unfinished video. Memory
+    holds one batch of frames and one video's scores per worker.
     """
     from tqdm import tqdm
 
     progress_dir = Path(progress_dir)
     progress_dir.mkdir(parents=True, exist_ok=True)
-    done = {v: records.read_csv(progress_dir / f"{v}.csv")[0] for v in videos if (progress_dir / f"{v}.csv").is_file()}
+    chunks = {v: progress_dir / f"{v}.csv" for v in videos}
+    done = {v for v in videos if chunks[v].is_file()}
     todo = [v for v in videos if v not in done]
     total = sum(len(s) for s in videos.values())
     bar = tqdm(total=total, initial=sum(len(videos[v]) for v in done), desc="300vw frames", unit="frame",
@@ -207,23 +209,21 @@ def evaluate_videos(videos, methods, rows, progress_dir, batch_size=8, workers=1
 
     def task(index):
         video = todo[index]
-        results = evaluate_video(videos[video], methods, rows, batch_size)
-        records.write_csv(progress_dir / f"{video}.csv", results, CHUNK_COLUMNS)
-        return results
+        records.write_csv(chunks[video], evaluate_video(videos[video], methods, rows, batch_size), CHUNK_COLUMNS)
+        return video
 
     if workers > 1 and len(todo) > 1:
-        for index, results in supervised_imap(task, len(todo), workers):
-            if isinstance(results, WorkerDied):
-                raise RuntimeError(f"the worker evaluating video {todo[index]} died ({results.cause}); rerun to "
+        for index, result in supervised_imap(task, len(todo), workers):
+            if isinstance(result, WorkerDied):
+                raise RuntimeError(f"the worker evaluating video {todo[index]} died ({result.cause}); rerun to "
                                    "resume from the videos finished so far")
-            done[todo[index]] = results
             bar.update(len(videos[todo[index]]))
     else:
         for index, video in enumerate(todo):
-            done[video] = task(index)
+            task(index)
             bar.update(len(videos[video]))
     bar.close()
-    return {v: done[v] for v in videos}
+    return chunks
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -237,14 +237,18 @@ def _tag(row, points, limit):
     return ", ".join(parts)
 
 
-def record_rows(per_video, rows, ctx, results_dir, device, limit=None):
-    """Score and record every (row, point set, split): one row of ``300vw.csv`` and its per-frame errors file."""
+def record_rows(chunks, rows, ctx, results_dir, device, limit=None):
+    """Score and record every (row, point set, split): one row of ``300vw.csv`` and its per-frame errors file.
+
+    ``chunks``: ``{video: results file}`` of :func:`evaluate_videos`, read once per row and point set, so
+    memory holds the scores of one of them at a time.
+    """
     written = []
-    frames = [r for results in per_video.values() for r in results]
     for key in rows:
         row = ROWS[key]
         for points in POINTS:
-            mine = [r for r in frames if r["row"] == key and int(r["points"]) == points]
+            mine = [r for path in chunks.values() for r in records.read_csv(path)[0]
+                    if r["row"] == key and int(r["points"]) == points]
             for split in SPLITS:
                 chosen = [r for r in mine if split == "test" or CATEGORY_300VW.get(r["video"]) == split]
                 if not chosen:
@@ -328,9 +332,9 @@ def run(args):
     if args.fresh:
         shutil.rmtree(progress_dir, ignore_errors=True)
     start = time.perf_counter()
-    per_video = evaluate_videos(videos, methods, rows, progress_dir, args.batch_size, args.workers,
-                                not args.no_progress)
-    written = record_rows(per_video, rows, ctx, Path(args.results), device, args.limit)
+    chunks = evaluate_videos(videos, methods, rows, progress_dir, args.batch_size, args.workers,
+                             not args.no_progress)
+    written = record_rows(chunks, rows, ctx, Path(args.results), device, args.limit)
     from benchmarks.experiments import tracking_report
 
     print(tracking_report.category_markdown(Path(args.results)))
