@@ -89,7 +89,10 @@ def _methods(calls=None, stop_in=None):
     def refine(images, shapes):
         return np.asarray(shapes) + 1.5
 
-    return tracking.Methods(detect, refine)
+    def from_box(box):
+        return base * (np.asarray(box[2:]) - box[:2]) + box[:2]
+
+    return tracking.Methods(detect, refine, from_box)
 
 
 def _ctx(tmp_path):
@@ -118,7 +121,7 @@ def test_categories_and_extra_on_real_fixtures(real_fixtures, tmp_path):
     assert names == ["114/000006", "114/000009", "203/000006", "203/000009", "410/000006"]   # 410/9 dropped
     table = tracking_report.category_markdown(tmp_path / "results")
     lines = [line.split("|")[1:3] for line in table.splitlines() if line.startswith("| DenseReg")]
-    assert [c.strip() for c in lines[-2]] == ["DenseReg+MDM [tracking: previous frame]", "cat3"]
+    assert [c.strip() for c in lines[-2]] == ["DenseReg+MDM [tracking: previous frame's box]", "cat3"]
     assert tracking_report.ced_figure(tmp_path / "results")[0].name == "table3_ced_real-cpu.png"
 
 
