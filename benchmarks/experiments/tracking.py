@@ -29,7 +29,8 @@ on a GPU with ``--device cuda``); its per-frame results are written atomically t
 ``<runs>/<source>/300vw-progress/<run id>/<video>.csv`` when the video ends, so an interrupted evaluation
 resumes at the first unfinished video and gives the rows an uninterrupted one gives (``--fresh`` restarts).
 ``--workers N`` evaluates N videos at once in forked CPU processes. The run id hashes what decides the
-numbers: data, artefacts, batch size, frame limit.
+numbers: data, artefacts, batch size, frame limit. ``--limit N`` scores the first N frames of each video
+(rows tagged ``limit=N``).
 """
 
 from __future__ import annotations
