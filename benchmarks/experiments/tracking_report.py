@@ -91,7 +91,8 @@ def ced_figure(results_dir, figures_dir=None, problems=None):
     grid = np.linspace(0, 0.1, 201)
     paths = []
     for source, preset in groups:
-        fig, axes = plt.subplots(1, 4, figsize=(16, 4), sharey=True)
+        fig, axes = plt.subplots(1, 4, figsize=(17, 4.4), sharey=True)
+        colours, handles = {}, {}
         for ax, (split, title) in zip(axes, CATEGORY_TITLES.items()):
             runs = per_split.get(split)
             for r in ([] if runs is None else runs.to_dict("records")):
@@ -103,13 +104,17 @@ def ced_figure(results_dir, figures_dir=None, problems=None):
                     (problems if problems is not None else []).append(str(e))
                     print(f"[report] error: {e}; no 300-VW curve for {r['row']}", file=sys.stderr)
                     continue
-                ax.plot(grid, metrics.ced(errors, grid), label=f"{r['row']} (AUC@0.1 {float(r['auc_0.1']):.3f})")
+                colour = colours.setdefault(r["row"], f"C{len(colours)}")   # one colour per row in every panel
+                line, = ax.plot(grid, metrics.ced(errors, grid), color=colour, label=f"{float(r['auc_0.1']):.3f}")
+                handles.setdefault(r["row"], line)
             ax.axvline(0.08, color="grey", linestyle=":", linewidth=1)
             ax.set_title(title, fontsize=9)
-            ax.set_xlabel("point-to-point error / outer-eye-corner distance")
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=7, loc="lower right")
+            ax.legend(fontsize=7, loc="upper left", title="AUC@0.1", title_fontsize=7)
         axes[0].set_ylabel("fraction of frames")
+        fig.supxlabel("point-to-point error / outer-eye-corner distance (dotted: 0.08)", fontsize=9)
+        fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=len(handles), fontsize=8,
+                   bbox_to_anchor=(0.5, -0.08))
         fig.suptitle(f"Table 3 CEDs, 300-VW test videos, 68 points ({source} data, preset {preset})")
         figures_dir.mkdir(parents=True, exist_ok=True)
         paths.append(_save_figure(fig, figures_dir / f"table3_ced_{source}-{preset}.png"))
