@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import metrics, records
+from benchmarks import metrics, records, seeds
 from benchmarks.figures import ErrorsFileError, _save_figure, read_errors
 from benchmarks.tables import LandmarkTable, landmark_runs
 
@@ -42,6 +42,12 @@ def _num(value, digits, scale=1.0):
         return ""
 
 
+def _mean_std(run, column, digits, scale):
+    """``mean ± std`` over the seeds of one run's metric (just the mean with one seed), in the table's unit."""
+    std = run.get(f"{column}_std")
+    return seeds.mean_std_text(float(run[column]) * scale, None if std is None else float(std) * scale, digits)
+
+
 def category_markdown(results_dir):
     """Markdown: per (source, preset), one table of every row × category (AUC and failure at 0.1 and 0.08,
     frames per second, frames scored, seeds)."""
@@ -58,8 +64,9 @@ def category_markdown(results_dir):
             for r in runs.to_dict("records"):
                 if (r["source"], r["preset"]) != (source, preset):
                     continue
-                body.append([r["row"], split, _num(r["auc_0.1"], 4), _num(r["failure_0.1"], 2, 100),
-                             _num(r["auc_0.08"], 4), _num(r["failure_0.08"], 2, 100),
+                body.append([r["row"], split, *(_mean_std(r, column, digits, scale) for column, digits, scale in
+                                                 (("auc_0.1", 4, 1), ("failure_0.1", 2, 100), ("auc_0.08", 4, 1),
+                                                  ("failure_0.08", 2, 100))),
                              _num(r.get("frames_per_second"), 1), r["n"], r["n_seeds"]])
         body.sort(key=lambda b: (b[0], list(CATEGORY_TITLES).index(b[1])))
         parts.append(f"## Table 3 per category ({source} data, preset {preset})\n\n"
