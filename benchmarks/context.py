@@ -28,11 +28,12 @@ from densereg.data import datasets
 from densereg.registry import lookup
 
 # The training split whose annotations a method may learn from, per evaluated dataset: (dataset, split) for
-# datasets.load_dataset. Helen is evaluated with models trained on 300-W, as in the paper.
+# datasets.load_dataset. Helen and 300-VW are evaluated with models trained on 300-W, as in the paper (Table 3:
+# "not fine-tuned for the task", trained "only on the 3148 images" of 300-W).
 TRAIN_SPLITS = {
     "300w": ("300w", "train"),
     "helen": ("300w", "train"),
-    "300vw": ("300vw", "train"),
+    "300vw": ("300w", "train"),
     "ears": ("ears", "train"),
 }
 
@@ -40,8 +41,8 @@ TRAIN_SPLITS = {
 def artefact_root(runs, source, dataset):
     """Where the artefacts trained for a run of ``dataset`` are cached: one folder per training split.
 
-    Methods learnt from the 300-W training split (runs on ``300w`` and ``helen``) share ``<runs>/<source>``;
-    a dataset with its own training split (``ears``, ``300vw``) gets ``<runs>/<source>/<dataset>``. One shared
+    Methods learnt from the 300-W training split (runs on ``300w``, ``helen`` and ``300vw``) share
+    ``<runs>/<source>``; a dataset with its own training split (``ears``) gets ``<runs>/<source>/<dataset>``. One shared
     folder made a run of one dataset replace the artefacts trained on the other (they are keyed by their
     training data and rebuilt when it differs): an ``ears`` run deleted the 300-W AAM and MDM.
     """
@@ -91,6 +92,10 @@ def resolve_data(folder, source=None, root=None):
         raise DataRootError(f"{default} exists but was not made by densereg.data.synth (no synth.json); it is "
                             f"left alone: pass --root {default} to evaluate it as it is, or move it away")
     root = Path(synth.ensure_synthetic(default))
+    if folder == "300VW":   # the synthetic videos live beside the images, with their own manifest
+        from densereg.data import synth_video
+
+        synth_video.ensure_videos(root)
     if not (root / folder).is_dir():
         raise DataRootError(f"the synthetic benchmark at {root} has no {folder}/ folder")
     print(f"[data] synthetic benchmark at {root}", file=sys.stderr)
@@ -110,7 +115,7 @@ def add_common(parser):
     parser.add_argument("--results", type=Path, default=Path("results"), help="results folder (default ./results)")
     parser.add_argument("--runs", "--runs-dir", dest="runs", type=Path, default=Path("runs"),
                         help="cache of trained artefacts: <runs>/<source>/, or <runs>/<source>/<dataset>/ for "
-                             "datasets with their own training split (ears, 300vw); default ./runs")
+                             "datasets with their own training split (ears); default ./runs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N samples")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")

@@ -128,6 +128,13 @@ SCHEMAS = {
          "median_nme", "n", "misses", "seconds_per_image", "source", "preset", "seed", "artefacts", *PROVENANCE,
          "tag", "errors"),
         ("dataset", "split", "init", "fitter", "artefacts", "source", "preset", "seed", "tag")),
+    # benchmarks.experiments.tracking: one row per Table 3 row x point set x 300-VW category (split), the
+    # landmark columns plus the markup scored, frames per second and the number of videos.
+    "tracking": Schema(
+        ("dataset", "split", "init", "fitter", "auc_0.1", "failure_0.1", "auc_0.08", "failure_0.08", "mean_nme",
+         "median_nme", "n", "misses", "seconds_per_image", "frames_per_second", "points", "n_videos", "source",
+         "preset", "seed", "artefacts", *PROVENANCE, "tag", "errors"),
+        ("dataset", "split", "init", "fitter", "artefacts", "source", "preset", "seed", "tag")),
     # benchmarks.experiments.segmentation: one row per method x part (Table 1).
     "segmentation": Schema(
         ("method", "part", "iou", "source", "preset", "seed", *PROVENANCE, "n", "artefacts"),

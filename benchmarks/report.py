@@ -26,6 +26,8 @@ errors: a cut, header-only or missing file is reported with its name and gets no
   challenge CEDs (``results/reference/``; on synthetic data drawn as the paper's reference, not comparable),
   bottom panel the CED of every initialiser × fitter run on the 300-W test set;
 * ``figures/fig5_<source>.png``: AUC against K for the ``q`` and ``q+r`` decodings, ours against the paper's;
+* ``table3_categories.md`` and ``figures/table3_ced_<source>-<preset>.png``: Table 3's rows per 300-VW
+  category, and their CEDs (``benchmarks.experiments.tracking_report``);
 * the README section between ``<!-- results:start -->`` and ``<!-- results:end -->`` (appended when the
   markers are absent): every table that holds at least one of our numbers, and the figures.
 """
@@ -38,6 +40,7 @@ import sys
 from pathlib import Path
 
 from benchmarks import records as provenance, verdicts
+from benchmarks.experiments import tracking_report
 from benchmarks.figures import FIG7_CAPTION, fig5_plot, fig7
 from benchmarks.tables import LANDMARK_TABLES, LONG_COLUMNS, compare, fig5_ours, helen_ours, landmark_ours, \
     markdown, read_paper
@@ -112,6 +115,9 @@ def build_report(results_dir, paper_path, readme, problems=None):
     verdict_text = verdicts.markdown(judged, full=False) + "Every comparison: `results/verdicts.md`.\n"
     figures_dir = results_dir / "figures"
     figures = fig7(results_dir, figures_dir, problems) + fig5_plot(tables["fig5"], figures_dir)
+    # Table 3 per 300-VW category and its CEDs (benchmarks.experiments.tracking_report).
+    tracking_report.write_category_table(results_dir)
+    figures += tracking_report.ced_figure(results_dir, figures_dir, problems)
     # Figures other commands draw (Fig. 6 by benchmarks.experiments.segmentation, Fig. 8 by
     # benchmarks.experiments.fig8) are linked when present.
     figures += sorted(figures_dir.glob("fig6_*.png")) + sorted(figures_dir.glob("fig8_*.png"))
