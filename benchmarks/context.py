@@ -90,7 +90,7 @@ def resolve_data(folder, source=None, root=None):
     if default.is_dir() and any(default.iterdir()) and not (default / "synth.json").is_file():
         raise DataRootError(f"{default} exists but was not made by densereg.data.synth (no synth.json); it is "
                             f"left alone: pass --root {default} to evaluate it as it is, or move it away")
-    root = Path(synth.ensure_synthetic(default))
+    root = Path(synth.ensure_synthetic(default, extras=[folder] if folder in synth.EXTRA_SETS else []))
     if not (root / folder).is_dir():
         raise DataRootError(f"the synthetic benchmark at {root} has no {folder}/ folder")
     print(f"[data] synthetic benchmark at {root}", file=sys.stderr)
