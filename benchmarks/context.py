@@ -150,6 +150,8 @@ class RunContext:
         device: ``"auto"``, ``"cpu"`` or a CUDA device string (:meth:`torch_device` resolves it).
         artefacts: ``{name: identity}`` of every trained artefact the built methods use, filled in by the
             factories (:meth:`record`); the result row carries it.
+        iterations: None, or a shortened schedule for the networks the run trains (DenseReg, MDM): a smaller
+            configuration, labelled in the rows as :attr:`preset_label` (``cpu+iterations=400``).
     """
 
     source: str
@@ -160,6 +162,7 @@ class RunContext:
     seed: int = 0
     checkpoint: Path | None = None
     device: str = "auto"
+    iterations: int | None = None
     artefacts: dict = field(default_factory=dict, compare=False)
     _train: list | None = field(default=None, init=False, repr=False, compare=False)
     preset_named: bool = field(default=True, init=False)
@@ -169,6 +172,11 @@ class RunContext:
         if self.preset == "default":
             self.preset, self.preset_named = ("cpu" if self.source == "synthetic" else "paper"), False
     _fingerprint: str | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def preset_label(self):
+        """The preset as rows name it: ``cpu``, or ``cpu+iterations=400`` for a shortened schedule."""
+        return self.preset if self.iterations is None else f"{self.preset}+iterations={self.iterations}"
 
     def train_samples(self):
         """The training split's samples for :attr:`dataset` (see :data:`TRAIN_SPLITS`), read once and cached.

@@ -25,6 +25,7 @@ errors: a cut, header-only or missing file is reported with its name and gets no
 * ``figures/fig7_300w_<source>.png``: Fig. 7, top panel DenseReg and DenseReg+MDM beside the published 300-W
   challenge CEDs (``results/reference/``; on synthetic data drawn as the paper's reference, not comparable),
   bottom panel the CED of every initialiser × fitter run on the 300-W test set;
+* ``figures/fig12_ears_<source>.png``: Fig. 12, the CED of every Table 4 row on the ear test set;
 * ``figures/fig5_<source>.png``: AUC against K for the ``q`` and ``q+r`` decodings, ours against the paper's;
 * the README section between ``<!-- results:start -->`` and ``<!-- results:end -->`` (appended when the
   markers are absent): every table that holds at least one of our numbers, and the figures.
@@ -38,7 +39,7 @@ import sys
 from pathlib import Path
 
 from benchmarks import records as provenance, verdicts
-from benchmarks.figures import FIG7_CAPTION, fig5_plot, fig7
+from benchmarks.figures import FIG7_CAPTION, fig5_plot, fig7, fig12
 from benchmarks.tables import LANDMARK_TABLES, LONG_COLUMNS, compare, fig5_ours, helen_ours, landmark_ours, \
     markdown, read_paper
 
@@ -111,9 +112,11 @@ def build_report(results_dir, paper_path, readme, problems=None):
                                  "# The paper's claims: verdicts\n\n" + verdicts.markdown(judged))
     verdict_text = verdicts.markdown(judged, full=False) + "Every comparison: `results/verdicts.md`.\n"
     figures_dir = results_dir / "figures"
-    figures = fig7(results_dir, figures_dir, problems) + fig5_plot(tables["fig5"], figures_dir)
-    # Figures other commands draw (Fig. 6 by benchmarks.experiments.segmentation) are linked when present.
-    figures += sorted(figures_dir.glob("fig6_*.png"))
+    figures = fig7(results_dir, figures_dir, problems) + fig12(results_dir, figures_dir, problems) \
+        + fig5_plot(tables["fig5"], figures_dir)
+    # Figures other commands draw (Fig. 6 by benchmarks.experiments.segmentation, Fig. 11 by
+    # benchmarks.experiments.ear_pairs) are linked when present.
+    figures += sorted(figures_dir.glob("fig6_*.png")) + sorted(figures_dir.glob("fig11_*.png"))
     if readme is not None:
         readme = Path(readme)
         text = readme.read_text(encoding="utf-8") if readme.is_file() else ""

@@ -55,7 +55,8 @@ def canonical_ear() -> np.ndarray:
     inset = 1 - 0.28 * np.exp(-((phi - 25) / 22) ** 2)
     outer = polar(phi, 0.30, 0.50, (0.0, 0.0), inset)
     # inner helix 20-34: the inner edge of the rim, from beside the root to the back
-    inner = polar(np.linspace(15, 235, 15), 0.23, 0.40, (0.01, -0.01), 1 - 0.25 * np.exp(-((np.linspace(15, 235, 15) - 15) / 20) ** 2))
+    psi = np.linspace(15, 235, 15)
+    inner = polar(psi, 0.23, 0.40, (0.01, -0.01), 1 - 0.25 * np.exp(-((psi - 15) / 20) ** 2))
     # tragus / concha / inferior crus 35-49: a loop around the concha, from the tragus down, back, over the top
     loop = polar(np.linspace(-5, -330, 15), 0.13, 0.19, (0.04, 0.04))
     loop[0, 0] += 0.03                              # the tragus stands forward
