@@ -37,9 +37,9 @@ def field_image(u, v, mask, image):
 
 
 def uv_error(estimate, gt):
-    """Median per-pixel Euclidean UV error over the GT region where the estimate is foreground, and the
-    fraction of the GT region the estimate covers."""
-    both = gt.mask & np.asarray(estimate.mask, bool)
+    """Median per-pixel Euclidean UV error over the GT region where the estimate is foreground (with a finite
+    (u, v)), and the fraction of the GT region the estimate covers."""
+    both = gt.mask & np.asarray(estimate.mask, bool) & np.isfinite(estimate.u) & np.isfinite(estimate.v)
     if not both.any():
         return float("nan"), 0.0
     err = np.hypot(estimate.u[both] - gt.u[both], estimate.v[both] - gt.v[both])
