@@ -150,8 +150,9 @@ class RunContext:
         device: ``"auto"``, ``"cpu"`` or a CUDA device string (:meth:`torch_device` resolves it).
         artefacts: ``{name: identity}`` of every trained artefact the built methods use, filled in by the
             factories (:meth:`record`); the result row carries it.
-        iterations: None, or a shortened schedule for the networks the run trains (DenseReg, MDM): a smaller
-            configuration, labelled in the rows as :attr:`preset_label` (``cpu+iterations=400``).
+        iterations: None, or a shortened training schedule for DenseReg (``densereg.nn.train``; the baselines
+            keep the preset's): a smaller configuration, labelled in the rows as :attr:`preset_label`
+            (``cpu+iterations=400``).
     """
 
     source: str

@@ -57,15 +57,13 @@ def mdm_factory(ctx):
     from benchmarks.baselines import mdm, mdm_train
 
     preset = ctx.preset if ctx.preset in mdm.PRESETS else ("cpu" if ctx.source == "synthetic" else "paper")
-    shortened = f"-it{ctx.iterations}" if ctx.iterations else ""   # --iterations: a shorter schedule, its own folder
-    path = ctx.artefact_dir(f"mdm-{preset}{shortened}") / mdm.CHECKPOINT_NAME
-    config = mdm.make_config(preset, seed=ctx.seed, iterations=ctx.iterations)
+    path = ctx.artefact_dir(f"mdm-{preset}") / mdm.CHECKPOINT_NAME
+    config = mdm.make_config(preset, seed=ctx.seed)
     art = ensure_artefact(
         path, asdict(config), ctx.train_fingerprint(),
         lambda p: mdm_train.train_mdm(ctx.train_samples(), p.parent, config),
         f"python -m benchmarks.baselines.mdm_train --root {ctx.root} --dataset {TRAIN_SPLITS[ctx.dataset][0]} "
-        f"--out {path.parent} --preset {preset}" + (f" --seed {ctx.seed}" if ctx.seed else "")
-        + (f" --iterations {ctx.iterations}" if ctx.iterations else ""),
+        f"--out {path.parent} --preset {preset}" + (f" --seed {ctx.seed}" if ctx.seed else ""),
         complete=lambda p: mdm.load_checkpoint(p)["step"] >= config.iterations, label=preset)
     ctx.record("mdm", art.identity)
     return mdm.MDMFitter.load(path)

@@ -59,8 +59,8 @@ def add_landmark_options(parser, required=True, iterations=True):
                              "never rebuilt, and its identity recorded in the row")
     if iterations:
         parser.add_argument("--iterations", type=int, default=None,
-                            help="shorten the preset's schedule of the networks the run trains (DenseReg, MDM); "
-                                 "rows are labelled preset '<preset>+iterations=N'")
+                            help="shorten the preset's training schedule of DenseReg (densereg.nn.train; the "
+                                 "baselines keep the preset's); rows are labelled preset '<preset>+iterations=N'")
 
 
 def parse_args(argv=None):
