@@ -42,6 +42,18 @@ def test_an_ears_config_trains_on_tps_targets(ear_root):
     assert np.isnan(example["u"][~example["mask"]]).all()
 
 
+def test_ear_targets_follow_the_image_scale(ear_root):
+    samples = datasets.load_dataset("ears", ear_root, "train")
+    targets = groundtruth.EarTargets(samples)
+    s = samples[0]
+    h, w = s.image().shape[:2]
+    gt = targets(s, (h, w), (h // 2, w // 2))
+    assert gt.u.shape == (h // 2, w // 2)
+    for k in (25, 40, 52):
+        c, r = np.round((s.landmarks[k] + 0.5) / 2 - 0.5).astype(int)
+        assert np.hypot(gt.u[r, c] - targets.reference[k, 0], gt.v[r, c] - targets.reference[k, 1]) < 0.05
+
+
 def test_face_configs_still_ask_for_fittings(ear_root):
     samples = datasets.load_dataset("ears", ear_root, "train")
     with pytest.raises(ValueError, match="no 3D fitting"):
