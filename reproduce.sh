@@ -60,6 +60,8 @@ not_yet() {  # a target whose pieces are not built yet: say so, never print a fa
 
 # The initialiser x fitter grid of Table 2 / Fig. 7 (mean-shape: oracle GT-box baseline, labelled as such).
 TABLE2_PAIRS="densereg:none densereg:aam densereg:mdm hog-svm:aam hog-svm:mdm dpm:aam dpm:mdm mean-shape:none"
+# Table 4 (ears, 55 points): the paper's five rows; DenseReg trains on the thin-plate-spline UV of the ears.
+TABLE4_PAIRS="densereg:none densereg:mdm densereg:aam dpm:mdm dpm:aam"
 
 case "$target" in
   test)      exec $PY -m pytest -q -m "not slow" "$@" ;;
@@ -114,6 +116,18 @@ case "$target" in
     $PY -m benchmarks.report
     echo "[$target] done in $(( $(date +%s) - start )) s; results/table3.md, results/table3_categories.md, results/figures/table3_ced_$SRC-$PRESET.png"
     banner ;;
-  table4)    not_yet "ear landmarks (no issue filed yet)" ;;
+  table4)
+    pick_source ears; banner
+    start=$(date +%s)
+    for seed in $(seq 0 $((SEEDS - 1))); do
+      for pair in $TABLE4_PAIRS; do
+        $PY -m benchmarks.run ears --source "$SRC" --preset "$PRESET" --init "${pair%%:*}" --fitter "${pair##*:}" \
+          --workers "${WORKERS:-2}" --seed "$seed" "$@"
+      done
+      $PY -m benchmarks.experiments.ear_pairs --source "$SRC" --preset "$PRESET" --seed "$seed" "$@"
+    done
+    $PY -m benchmarks.report
+    echo "[$target] done in $(( $(date +%s) - start )) s; results/table4.md, verdicts in results/verdicts.md, results/figures/fig1{1,2}_ears_$SRC.png"
+    banner ;;
   all)       for t in table2 fig5 table1 table3 table4; do ./reproduce.sh "$t" || true; done ;;
 esac

@@ -91,7 +91,7 @@ def resolve_data(folder, source=None, root=None):
     if default.is_dir() and any(default.iterdir()) and not (default / "synth.json").is_file():
         raise DataRootError(f"{default} exists but was not made by densereg.data.synth (no synth.json); it is "
                             f"left alone: pass --root {default} to evaluate it as it is, or move it away")
-    root = Path(synth.ensure_synthetic(default))
+    root = Path(synth.ensure_synthetic(default, extras=[folder] if folder in synth.EXTRA_SETS else []))
     if folder == "300VW":   # the synthetic videos live beside the images, with their own manifest
         from densereg.data import synth_video
 
@@ -155,6 +155,9 @@ class RunContext:
         device: ``"auto"``, ``"cpu"`` or a CUDA device string (:meth:`torch_device` resolves it).
         artefacts: ``{name: identity}`` of every trained artefact the built methods use, filled in by the
             factories (:meth:`record`); the result row carries it.
+        iterations: None, or a shortened training schedule for DenseReg (``densereg.nn.train``; the baselines
+            keep the preset's): a smaller configuration, labelled in the rows as :attr:`preset_label`
+            (``cpu+iterations=400``).
     """
 
     source: str
@@ -165,6 +168,7 @@ class RunContext:
     seed: int = 0
     checkpoint: Path | None = None
     device: str = "auto"
+    iterations: int | None = None
     artefacts: dict = field(default_factory=dict, compare=False)
     _train: list | None = field(default=None, init=False, repr=False, compare=False)
     preset_named: bool = field(default=True, init=False)
@@ -174,6 +178,11 @@ class RunContext:
         if self.preset == "default":
             self.preset, self.preset_named = ("cpu" if self.source == "synthetic" else "paper"), False
     _fingerprint: str | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def preset_label(self):
+        """The preset as rows name it: ``cpu``, or ``cpu+iterations=400`` for a shortened schedule."""
+        return self.preset if self.iterations is None else f"{self.preset}+iterations={self.iterations}"
 
     def train_samples(self):
         """The training split's samples for :attr:`dataset` (see :data:`TRAIN_SPLITS`), read once and cached.

@@ -1,4 +1,4 @@
-"""The paper's figures redrawn from result records: Fig. 7 (CEDs from per-image errors files) and Fig. 5.
+"""The paper's figures redrawn from result records: Figs. 7 and 12 (CEDs from per-image errors files) and Fig. 5.
 
 Every per-image errors file is checked against its row (``n`` lines, an ``error`` column): a missing, cut or
 header-only file is reported with its name and gets no curve, never plotted silently. Fig. 7 has the paper's
@@ -200,4 +200,44 @@ def fig5_plot(lines, figures_dir):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         written.append(_save_figure(fig, Path(figures_dir) / f"fig5_{source}.png"))
+    return written
+
+
+def fig12(results_dir, figures_dir, problems=None):
+    """Fig. 12: the ear CEDs (55 points, error / GT box average edge), one curve per Table 4 row, per source.
+
+    Each curve is the latest seed-row's per-image errors (checked against its ``n``; a bad file is appended to
+    ``problems`` and gets no curve); the legend gives the row's AUC@0.1 mean ± std over the seeds present.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    problems = [] if problems is None else problems
+    runs = landmark_runs(results_dir, LANDMARK_TABLES["table4"])
+    written = []
+    thresholds = np.linspace(0.0, 0.1, 201)
+    for source, group in (runs.groupby("source", sort=True) if len(runs) else []):
+        fig, ax = plt.subplots(figsize=(6.5, 4.5))
+        curves = 0
+        for r in group.to_dict("records"):
+            try:
+                errors = read_errors(Path(results_dir) / r["errors"], r["n"] or None)
+            except ErrorsFileError as e:
+                problems.append(str(e))
+                print(f"[report] error: {e}; no Fig. 12 curve for {r['row']}", file=sys.stderr)
+                continue
+            auc = seeds.mean_std_text(r.get("auc_0.1"), r.get("auc_0.1_std"), 3)
+            ax.plot(thresholds, metrics.ced(errors, thresholds),
+                    label=f"{r['row']} ({r['preset']}): AUC {auc}, {int(r.get('n_seeds') or 1)} seed(s)")
+            curves += 1
+        if not curves:
+            plt.close(fig)
+            continue
+        ax.set(xlim=(0, 0.1), ylim=(0, 1), xlabel="point-to-point error / GT box average edge (55 points)",
+               ylabel="fraction of images", title=f"Fig. 12: ear landmarks, test CED ({source} data)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+        written.append(_save_figure(fig, Path(figures_dir) / f"fig12_ears_{source}.png"))
     return written

@@ -17,7 +17,7 @@ from dataclasses import asdict
 import numpy as np
 
 from benchmarks.baselines.artefacts import ensure_artefact
-from benchmarks.context import resolve_factory
+from benchmarks.context import TRAIN_SPLITS, resolve_factory
 
 
 def none_factory(ctx):
@@ -62,8 +62,8 @@ def mdm_factory(ctx):
     art = ensure_artefact(
         path, asdict(config), ctx.train_fingerprint(),
         lambda p: mdm_train.train_mdm(ctx.train_samples(), p.parent, config),
-        f"python -m benchmarks.baselines.mdm_train --root {ctx.root} --out {path.parent} --preset {preset}"
-        + (f" --seed {ctx.seed}" if ctx.seed else ""),
+        f"python -m benchmarks.baselines.mdm_train --root {ctx.root} --dataset {TRAIN_SPLITS[ctx.dataset][0]} "
+        f"--out {path.parent} --preset {preset}" + (f" --seed {ctx.seed}" if ctx.seed else ""),
         complete=lambda p: mdm.load_checkpoint(p)["step"] >= config.iterations, label=preset)
     ctx.record("mdm", art.identity)
     return mdm.MDMFitter.load(path)

@@ -138,19 +138,27 @@ def densereg_factory(ctx):
     return densereg
 
 
+# Evaluated datasets whose DenseReg trains on their own training split (ears: dense GT by thin-plate spline,
+# paper Sec. 4.7); the others use the preset's 300W-LP-style fittings.
+DENSEREG_TRAINING = {"ears": {"dataset": "ears"}}
+
+
 def densereg_checkpoint(ctx, networks):
     """The DenseReg checkpoint artefact of a run: ``--checkpoint`` or ``<cache>/densereg-<preset>`` trained
     with the run's seed (``ctx.cache_dir``: ``<runs>/<source>[/seed<S>]``)."""
     preset = ctx.preset   # resolved by RunContext: cpu on synthetic, paper on real unless named
+    training = {**DENSEREG_TRAINING.get(ctx.dataset, {}),
+                **({"iterations": ctx.iterations} if ctx.iterations else {})}
+    folder = f"densereg-{preset}" + (f"-it{ctx.iterations}" if ctx.iterations else "")
     if ctx.checkpoint is not None:
         if ctx.preset_named:   # the user named a preset: the checkpoint must be that model
             return networks.ensure_network(preset, Path(ctx.checkpoint).parent, source=ctx.source,
-                                           root=ctx.root, checkpoint=ctx.checkpoint, seed=ctx.seed)
+                                           root=ctx.root, checkpoint=ctx.checkpoint, seed=ctx.seed, **training)
         return networks.checkpoint_artefact(ctx.checkpoint, networks.train_command(preset, "DIR",
-                                                                                    source=ctx.source),
+                                                                                    source=ctx.source, **training),
                                             root=ctx.root)
-    return networks.ensure_network(preset, Path(ctx.cache_dir) / f"densereg-{preset}", source=ctx.source,
-                                   root=ctx.root, seed=ctx.seed)
+    return networks.ensure_network(preset, Path(ctx.cache_dir) / folder, source=ctx.source,
+                                   root=ctx.root, seed=ctx.seed, **training)
 
 
 def _run_command(ctx, init):

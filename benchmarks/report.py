@@ -25,6 +25,7 @@ errors: a cut, header-only or missing file is reported with its name and gets no
 * ``figures/fig7_300w_<source>.png``: Fig. 7, top panel DenseReg and DenseReg+MDM beside the published 300-W
   challenge CEDs (``results/reference/``; on synthetic data drawn as the paper's reference, not comparable),
   bottom panel the CED of every initialiser × fitter run on the 300-W test set;
+* ``figures/fig12_ears_<source>.png``: Fig. 12, the CED of every Table 4 row on the ear test set;
 * ``figures/fig5_<source>.png``: AUC against K for the ``q`` and ``q+r`` decodings, ours against the paper's;
 * ``table3_categories.md`` and ``figures/table3_ced_<source>-<preset>.png``: Table 3's rows per 300-VW
   category, and their CEDs (``benchmarks.experiments.tracking_report``);
@@ -41,7 +42,7 @@ from pathlib import Path
 
 from benchmarks import records as provenance, verdicts
 from benchmarks.experiments import tracking_report
-from benchmarks.figures import FIG7_CAPTION, fig5_plot, fig7
+from benchmarks.figures import FIG7_CAPTION, fig5_plot, fig7, fig12
 from benchmarks.tables import LANDMARK_TABLES, LONG_COLUMNS, compare, fig5_ours, helen_ours, landmark_ours, \
     markdown, read_paper
 
@@ -114,13 +115,15 @@ def build_report(results_dir, paper_path, readme, problems=None):
                                  "# The paper's claims: verdicts\n\n" + verdicts.markdown(judged))
     verdict_text = verdicts.markdown(judged, full=False) + "Every comparison: `results/verdicts.md`.\n"
     figures_dir = results_dir / "figures"
-    figures = fig7(results_dir, figures_dir, problems) + fig5_plot(tables["fig5"], figures_dir)
+    figures = fig7(results_dir, figures_dir, problems) + fig12(results_dir, figures_dir, problems) \
+        + fig5_plot(tables["fig5"], figures_dir)
     # Table 3 per 300-VW category and its CEDs (benchmarks.experiments.tracking_report).
     tracking_report.write_category_table(results_dir)
     figures += tracking_report.ced_figure(results_dir, figures_dir, problems)
     # Figures other commands draw (Fig. 6 by benchmarks.experiments.segmentation, Fig. 8 by
-    # benchmarks.experiments.fig8) are linked when present.
-    figures += sorted(figures_dir.glob("fig6_*.png")) + sorted(figures_dir.glob("fig8_*.png"))
+    # benchmarks.experiments.fig8, Fig. 11 by benchmarks.experiments.ear_pairs) are linked when present.
+    figures += sorted(figures_dir.glob("fig6_*.png")) + sorted(figures_dir.glob("fig8_*.png")) \
+        + sorted(figures_dir.glob("fig11_*.png"))
     if readme is not None:
         readme = Path(readme)
         text = readme.read_text(encoding="utf-8") if readme.is_file() else ""

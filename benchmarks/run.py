@@ -42,8 +42,9 @@ class RunError(Exception):
     """A problem the user must fix (missing data, unknown method, ...); printed without a traceback."""
 
 
-def add_landmark_options(parser, required=True):
-    """Options of a landmark run (an initialiser × fitter)."""
+def add_landmark_options(parser, required=True, iterations=True):
+    """Options of a landmark run (an initialiser × fitter); ``iterations=False`` leaves ``--iterations`` to the
+    caller (``helen``, whose segmentation options have it with the same meaning)."""
     inits = ", ".join(valid_forms(INITIALISERS, PREFIXED_INITIALISERS))
     parser.add_argument("--init", required=required, help=f"initialiser: {inits}")
     parser.add_argument("--fitter", default="none",
@@ -59,6 +60,10 @@ def add_landmark_options(parser, required=True):
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="DenseReg checkpoint (default: the preset's, trained on first use); checked, "
                              "never rebuilt, and its identity recorded in the row")
+    if iterations:
+        parser.add_argument("--iterations", type=int, default=None,
+                            help="shorten the preset's training schedule of DenseReg (densereg.nn.train; the "
+                                 "baselines keep the preset's); rows are labelled preset '<preset>+iterations=N'")
 
 
 def parse_args(argv=None):
@@ -72,7 +77,7 @@ def parse_args(argv=None):
                                                        "300-VW test videos"))
     helen = sub.add_parser("helen", help="Helen: landmarks (--init) or face-part segmentation (--method, Table 1)")
     add_common(helen)
-    add_landmark_options(helen, required=False)
+    add_landmark_options(helen, required=False, iterations=False)
     segmentation.add_arguments(helen, method_required=False)
     fig5 = sub.add_parser("fig5", help="Fig. 5: the K ablation of the quantised regression")
     add_common(fig5)
@@ -84,6 +89,8 @@ def parse_args(argv=None):
     if args.command == "helen":
         if (args.init is None) == (args.method is None):
             parser.error("helen: give exactly one of --init (landmarks) or --method (segmentation, Table 1)")
+    if getattr(args, "iterations", None) is not None and args.iterations < 1:
+        parser.error("--iterations must be at least 1")
     if getattr(args, "workers", 1) < 1:
         parser.error("--workers must be at least 1")
     if args.limit is not None and args.limit < 1:
@@ -121,7 +128,8 @@ def run_landmarks(args):
         samples = samples[:args.limit]
         tag = f"{tag},limit={args.limit}" if tag else f"limit={args.limit}"
     ctx = RunContext(source=source, root=root, dataset=dataset, runs_dir=artefact_root(args.runs, source, dataset),
-                     preset=args.preset, seed=args.seed, checkpoint=args.checkpoint, device=args.device)
+                     preset=args.preset, seed=args.seed, checkpoint=args.checkpoint, device=args.device,
+                     iterations=getattr(args, "iterations", None))
     print(f"[run] {dataset}/{args.split} ({source} data at {root}, {len(samples)} images): init {args.init}, "
           f"fitter {args.fitter}, preset {ctx.preset}, seed {args.seed}", file=sys.stderr)
     try:

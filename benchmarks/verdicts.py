@@ -44,7 +44,7 @@ class Claim:
     Attributes:
         key: short identifier.
         text: the claim, as the paper makes it.
-        table: ``table1``, ``table2`` or ``fig5``.
+        table: ``table1``, ``table2``, ``table4`` or ``fig5``.
         pairs: ``((better_row, worse_row), ...)``, or None for "``best`` beats every other row of ours".
         metrics: ``((metric, higher_is_better), ...)``: each pair is judged on each metric.
         best: the row of a "best" claim.
@@ -84,6 +84,11 @@ CLAIMS = (
     Claim("iou_eyebrows_lips", "DenseReg beats DeepLab-v2 on the eyebrows and lips (Table 1)", "table1",
           tuple((f"iou_{p}", True) for p in ("left_eyebrow", "right_eyebrow", "upper_lip", "lower_lip")),
           pairs=(("DenseReg", "DeepLab-v2"),)),
+    Claim("ears_densereg_beats_dpm_mdm", "On ears, DenseReg alone beats the DPM detector followed by MDM "
+          "(Table 4)", "table4", TABLE2_METRICS, pairs=(("DenseReg", "DPM+MDM"),)),
+    Claim("ears_densereg_mdm_best", "On ears, DenseReg+MDM is the best of Table 4's rows (Table 4)", "table4",
+          TABLE2_METRICS, pairs=tuple(("DenseReg+MDM", row) for row in ("DenseReg", "DenseReg+AAM", "DPM+MDM",
+                                                                         "DPM+AAM"))),
 )
 
 
@@ -253,5 +258,6 @@ def markdown(verdicts, level=2, full=True):
     rule = ("Verdicts are computed from the CSVs by `benchmarks/verdicts.py`: a claim **holds** only when every "
             "comparison behind it goes the paper's way by more than the seed spread (sqrt(std₁² + std₂²) over "
             "≥ 2 seeds); *holds within spread* and *holds on one seed* (spread unknown) do not reproduce it. "
-            "Synthetic-data verdicts are about this harness on synthetic faces, not about the paper's real data.")
+            "Synthetic-data verdicts are about this harness on synthetic faces (and ears), not about the paper's real "
+            "data.")
     return "\n".join(parts) + "\n" + rule + "\n"

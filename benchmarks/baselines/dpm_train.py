@@ -57,11 +57,17 @@ def _train_svm(positives, negatives, config, seed):
     return svm.coef_[0].astype(np.float64), float(svm.intercept_[0])
 
 
+# Landmark count -> the point whose horizontal offset says which way the object faces: the nose tip of the
+# 68-point faces; the helix root of the 55-point ears (left and right ears are mirror images).
+FACING_POINT = {68: 30, 55: 0}
+
+
 def _yaw_proxy(landmarks, box):
-    """Nose-tip (0-based point 30) x offset from the box centre in box widths; 0 without 68 landmarks."""
-    if landmarks is None or len(landmarks) != 68:
+    """The facing point's (:data:`FACING_POINT`) x offset from the box centre in box widths; 0 without one."""
+    if landmarks is None or len(landmarks) not in FACING_POINT:
         return 0.0
-    return float((landmarks[30, 0] - (box[0] + box[2]) / 2) / max(box[2] - box[0], 1e-6))
+    k = FACING_POINT[len(landmarks)]
+    return float((landmarks[k, 0] - (box[0] + box[2]) / 2) / max(box[2] - box[0], 1e-6))
 
 
 def _flip_box(box, width):

@@ -70,8 +70,8 @@ from densereg.geometry import mirror
 from densereg.nn.checkpoint import read_checkpoint
 from densereg.registry import lookup
 
-N_POINTS = 68
-OUTER_EYE = (36, 45)          # 0-based outer eye corners: the loss's normaliser
+N_POINTS = 68                 # faces; a model of other landmarks (ears: 55) takes its count from its mean shape
+OUTER_EYE = (36, 45)          # 0-based outer eye corners: the loss's normaliser (68 points)
 CHECKPOINT_FORMAT = "benchmarks.baselines.mdm/1"
 CHECKPOINT_NAME = "mdm.pt"
 LOG_NAME = "mdm_log.csv"
@@ -268,7 +268,10 @@ def mdm_loss(estimates, target, iod_floor=0.0):
     Returns:
         dict with ``loss`` (scalar, to minimise) and ``step_errors`` (``(steps,)``, detached batch-mean NMEs).
     """
-    iod = torch.linalg.vector_norm(target[:, OUTER_EYE[0]] - target[:, OUTER_EYE[1]], dim=-1)
+    if target.shape[1] == N_POINTS:
+        iod = torch.linalg.vector_norm(target[:, OUTER_EYE[0]] - target[:, OUTER_EYE[1]], dim=-1)
+    else:   # other landmarks (ears): the GT box's average edge, the ears protocol's normaliser (paper Sec. 4.7)
+        iod = (target.amax(dim=1) - target.amin(dim=1)).mean(dim=-1)
     if iod_floor > 0:
         diagonal = torch.linalg.vector_norm(target.amax(dim=1) - target.amin(dim=1), dim=-1)
         iod = torch.maximum(iod, iod_floor * diagonal)
@@ -322,7 +325,7 @@ class MDMFitter:
     def load(cls, path, mirror=False):
         """Load ``path`` (written by :func:`train_mdm`), using the EMA weights when it has them."""
         state = load_checkpoint(path)
-        model = MDMNet(state["config"])
+        model = MDMNet(state["config"], n_points=len(state["mean_shape"]))
         try:
             model.load_state_dict(state["ema"] if state["ema"] is not None else state["model"])
         except RuntimeError as e:
@@ -344,7 +347,7 @@ class MDMFitter:
         Returns:
             ``(B, 68, 2)`` float64 fitted shapes.
         """
-        shapes = np.asarray(shapes, dtype=np.float64).reshape(len(images), N_POINTS, 2)
+        shapes = np.asarray(shapes, dtype=np.float64).reshape(len(images), len(self.mean), 2)
         result = np.full(shapes.shape, np.nan)
         valid = [i for i in range(len(images)) if np.isfinite(shapes[i]).all() and shape_spread(shapes[i]) > 0]
         if not valid:
@@ -363,7 +366,7 @@ class MDMFitter:
 
         What :mod:`benchmarks.experiments.mdm_alone` scores to check that each step lowers the error.
         """
-        shapes = np.asarray(shapes, dtype=np.float64).reshape(len(images), N_POINTS, 2)
+        shapes = np.asarray(shapes, dtype=np.float64).reshape(len(images), len(self.mean), 2)
         return self._fit(images, shapes, list(range(len(images))))
 
     def _fit(self, images, shapes, valid):

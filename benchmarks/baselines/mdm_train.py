@@ -66,7 +66,7 @@ def _prepare_crops(samples, mean, config, progress):
     size = int(round(config.frame_size * 1.25))
     reference = shape_spread(mean)
     crops = np.empty((len(samples), size, size, 3), np.uint8)
-    shapes = np.empty((len(samples), N_POINTS, 2))
+    shapes = np.empty((len(samples), len(mean), 2))
     iterator = samples
     if progress:
         from tqdm import tqdm
@@ -189,15 +189,16 @@ def train_mdm(samples, out_dir, config=None, progress=True):
     config = config or make_config("paper")
     out_dir = Path(out_dir)
     path, log_path = out_dir / CHECKPOINT_NAME, out_dir / LOG_NAME
-    bad = [s.name for s in samples if s.landmarks is None or np.shape(s.landmarks) != (N_POINTS, 2)]
+    n_points = N_POINTS if not samples or samples[0].landmarks is None else len(samples[0].landmarks)
+    bad = [s.name for s in samples if s.landmarks is None or np.shape(s.landmarks) != (n_points, 2)]
     if bad or not samples:
-        raise ValueError(f"MDM needs annotated 68-point training samples; {len(bad)} of {len(samples)} are not "
+        raise ValueError(f"MDM needs annotated {n_points}-point training samples; {len(bad)} of {len(samples)} are not "
                          f"(e.g. {bad[:3]})")
     fingerprint = _fingerprint(samples)
     mean = mean_shape([s.landmarks for s in samples], config.reference_diagonal)
 
     torch.manual_seed(config.seed)
-    model = MDMNet(config)
+    model = MDMNet(config, n_points=n_points)
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()} if config.ema_decay > 0 else None
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     start = 0

@@ -309,8 +309,8 @@ def run(samples, init_spec, fitter_spec, ctx, *, split, results_dir, norm, worke
                        desc=f"{ctx.dataset}/{split} {init_spec}+{fitter_spec}")
     _refuse_if_the_method_always_failed(results)
     key = {"dataset": ctx.dataset, "split": split, "init": init_spec, "fitter": fitter_spec, "source": ctx.source,
-           "preset": ctx.preset, "seed": ctx.seed, "artefacts": ctx.identity(), "tag": tag}
-    err_path = errors_path(results_dir, ctx.dataset, split, init_spec, fitter_spec, ctx.source, ctx.preset, tag,
+           "preset": ctx.preset_label, "seed": ctx.seed, "artefacts": ctx.identity(), "tag": tag}
+    err_path = errors_path(results_dir, ctx.dataset, split, init_spec, fitter_spec, ctx.source, ctx.preset_label, tag,
                            ctx.seed, ctx.identity())
     row = summary_row(results, key, device, err_path.relative_to(results_dir).as_posix())
     table = results_table(results_dir, ctx.dataset)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from densereg.data import datasets, formats
-from densereg.geometry import camera, rasterize
+from densereg.geometry import camera, ear, rasterize
 from densereg.geometry.templates import template_for
 
 
@@ -63,3 +63,56 @@ def dense_gt(sample: datasets.Sample, template=None, image_shape: tuple[int, int
     if image_shape is None:
         image_shape = sample.image().shape[:2]
     return render_fitting(fitting, image_shape[0], image_shape[1], template or fitting_template(fitting, path))
+
+
+# ------------------------------------------------------------------------------------------------ training targets
+# What the training loop asks for one example: the dense targets of a sample rendered directly at the size the
+# image was rescaled to (exact, no resampling of UV across silhouettes). One maker per kind of ground truth,
+# chosen by the training config's dataset (:data:`TARGET_MAKERS`).
+
+
+class FittingTargets:
+    """Targets rasterised from each sample's 3D fitting (300W-LP, the synthetic faces): paper Sec. 2."""
+
+    reference = None      # the template is a fixed model, not made from the training data
+
+    def __init__(self, samples: list[datasets.Sample]):
+        missing = [s.image_path for s in samples if "fitting" not in s.extras]
+        if missing:
+            raise ValueError(f"{missing[0]} (and {len(missing) - 1} more) have no 3D fitting: real 300W images "
+                             "cannot train DenseReg's dense branches; use 300W-LP fittings or --source synthetic")
+
+    def __call__(self, sample: datasets.Sample, size: tuple[int, int], scaled: tuple[int, int]
+                 ) -> rasterize.DenseGT:
+        (h, w), (sh, sw) = size, scaled
+        fitting = formats.read_fitting(sample.extras["fitting"])
+        template = fitting_template(fitting, sample.extras["fitting"])
+        verts = posed_vertices(fitting, template, h)
+        verts[:, :2] = (verts[:, :2] + 0.5) * np.array([sw / w, sh / h]) - 0.5
+        return rasterize.render_gt(template, verts, sh, sw)
+
+
+class EarTargets:
+    """Targets of ears by thin-plate spline onto the reference ear of the training landmarks (paper Sec. 4.7;
+    ``densereg.geometry.ear``). ``reference`` is what the checkpoint stores as its template."""
+
+    def __init__(self, samples: list[datasets.Sample]):
+        missing = [s.image_path for s in samples if s.landmarks is None]
+        if missing:
+            raise ValueError(f"{missing[0]} (and {len(missing) - 1} more) have no landmarks: an ear's dense "
+                             "ground truth is the thin-plate spline of its 55 landmarks")
+        self.reference = ear.reference_ear([s.landmarks for s in samples])
+
+    def __call__(self, sample: datasets.Sample, size: tuple[int, int], scaled: tuple[int, int]
+                 ) -> rasterize.DenseGT:
+        (h, w), (sh, sw) = size, scaled
+        points = (sample.landmarks + 0.5) * np.array([sw / w, sh / h]) - 0.5
+        return ear.ear_gt(points, self.reference, sh, sw)
+
+
+TARGET_MAKERS = {"ears": EarTargets}     # any other dataset: FittingTargets
+
+
+def target_maker(dataset: str, samples: list[datasets.Sample]):
+    """The dense-target maker of a training config's ``dataset`` (checks the samples can give targets)."""
+    return TARGET_MAKERS.get(dataset, FittingTargets)(samples)

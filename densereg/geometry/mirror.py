@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from densereg.registry import lookup
+
 
 def _mirror_order_68():
     """The 68-point iBUG horizontal-flip permutation (reference §0.2; same as MDM ``mirrored_parts_68``)."""
@@ -34,11 +36,17 @@ def ibug_flip_permutation():
     return _FLIP_68.copy()
 
 
+# Landmark count -> horizontal-flip permutation. The iBUG ears' 55 points keep their indices: a left ear is
+# annotated as the mirror image of a right one (reference §6), so a flipped ear needs no re-ordering.
+FLIP_PERMUTATIONS = {68: _FLIP_68, 55: np.arange(55)}
+
+
 def mirror_landmarks(points, width):
-    """Mirror 0-based 68-point landmarks for an image flipped left-right, keeping iBUG semantic order."""
+    """Mirror 0-based landmarks (68-point faces, 55-point ears) for an image flipped left-right, keeping each
+    index's meaning (:data:`FLIP_PERMUTATIONS`)."""
     points = np.asarray(points, dtype=np.float64)
     mirrored = np.column_stack([width - 1.0 - points[:, 0], points[:, 1]])
-    return mirrored[_FLIP_68]
+    return mirrored[lookup(FLIP_PERMUTATIONS, len(points), "landmark count with a mirror permutation")]
 
 
 def flip_file_landmarks(pt2d):

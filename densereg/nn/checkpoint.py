@@ -8,6 +8,8 @@ reads it without running code. Keys written by DenseReg / DeepLab training (:dat
 * ``data_fingerprint``: :func:`densereg.data.fingerprint.fingerprint` of the training samples;
 * ``shape_model``: the PCA shape model of the training landmarks as plain arrays
   (:meth:`densereg.geometry.shape_model.ShapeModel.to_arrays`, fitted when training ends), or None;
+* ``template_landmarks``: only when the template is made from the training data (ears: the reference ear,
+  ``densereg.geometry.ear``), its landmarks' UV as a tensor;
 * ``format``: the kind of checkpoint, checked on reading.
 
 :func:`save_checkpoint` and :func:`read_checkpoint` are generic (any ``kind``, any config dict), so other
@@ -107,6 +109,20 @@ def checkpoint_shape_model(state: dict, path: str | os.PathLike = "checkpoint") 
     """The PCA shape model stored in a checkpoint, or None when it has none."""
     data = state.get("shape_model")
     return None if data is None else ShapeModel.from_arrays(data, source=f"{path}: shape_model")
+
+
+def checkpoint_template_landmarks(state: dict, path: str | os.PathLike = "checkpoint") -> np.ndarray:
+    """The template landmarks a checkpoint made from its training data (``template_landmarks``: the reference
+    ear of an ear model, ``densereg.geometry.ear``).
+
+    Raises:
+        ValueError: the checkpoint has none (names the file).
+    """
+    data = state.get("template_landmarks")
+    if data is None:
+        raise ValueError(f"{path}: its template {state['config'].get('template')!r} is made from the training "
+                         "data, but the checkpoint holds no template_landmarks")
+    return np.asarray(data, np.float64)
 
 
 def shape_model_state(model: ShapeModel) -> dict:

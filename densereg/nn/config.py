@@ -65,7 +65,7 @@ class TrainConfig:
             values["scales"] = tuple(values["scales"])
         cfg = cls(**values)
         if cfg.template is None:     # recorded before the field existed: the source's template
-            cfg.template = SOURCE_TEMPLATES.get(cfg.source)
+            cfg.template = DATASET_TEMPLATES.get(cfg.dataset) or SOURCE_TEMPLATES.get(cfg.source)
         return cfg
 
 
@@ -90,6 +90,9 @@ RUN_FIELDS = ("preset", "checkpoint_every", "log_every", "loader_workers", "thre
 
 # The template each data source's fittings belong to.
 SOURCE_TEMPLATES = {"synthetic": "builtin", "real": "bfm"}
+# Datasets whose UV space is made from their own training landmarks (the reference ear of
+# ``densereg.geometry.ear``, stored in the checkpoint), whatever the source.
+DATASET_TEMPLATES = {"ears": "ear"}
 
 
 def make_config(preset: str = "paper", **overrides) -> TrainConfig:
@@ -103,7 +106,7 @@ def make_config(preset: str = "paper", **overrides) -> TrainConfig:
     if cfg.variant == "regression":
         cfg.K = 1
     if cfg.template is None:
-        cfg.template = lookup(SOURCE_TEMPLATES, cfg.source, "data source")
+        cfg.template = DATASET_TEMPLATES.get(cfg.dataset) or lookup(SOURCE_TEMPLATES, cfg.source, "data source")
     return cfg
 
 

@@ -35,7 +35,6 @@ import numpy as np
 import torch
 
 from densereg.data import datasets, formats, groundtruth
-from densereg.geometry import rasterize
 from densereg.data.fingerprint import fingerprint
 from densereg.geometry.shape_model import ShapeModel
 from densereg.nn.checkpoint import load_model, read_checkpoint, save_checkpoint, shape_model_state  # noqa: F401
@@ -52,10 +51,7 @@ class TrainingBatches(torch.utils.data.Dataset):
     def __init__(self, samples: list[datasets.Sample], cfg: TrainConfig, rank: int = 0):
         if not samples:
             raise ValueError("no training samples")
-        missing = [s.image_path for s in samples if "fitting" not in s.extras]
-        if missing:
-            raise ValueError(f"{missing[0]} (and {len(missing) - 1} more) have no 3D fitting: real 300W images "
-                             "cannot train DenseReg's dense branches; use 300W-LP fittings or --source synthetic")
+        self.targets = groundtruth.target_maker(cfg.dataset, samples)   # 3D fittings, or TPS for ears
         self.samples, self.cfg, self.rank = samples, cfg, rank
 
     def __len__(self) -> int:
@@ -80,11 +76,7 @@ class TrainingBatches(torch.utils.data.Dataset):
         sh, sw = max(1, round(h * scale)), max(1, round(w * scale))
         image = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
         # Render the targets directly at the scaled size (exact, no resampling of UV across silhouettes).
-        fitting = formats.read_fitting(sample.extras["fitting"])
-        template = groundtruth.fitting_template(fitting, sample.extras["fitting"])
-        verts = groundtruth.posed_vertices(fitting, template, h)
-        verts[:, :2] = (verts[:, :2] + 0.5) * np.array([sw / w, sh / h]) - 0.5
-        gt = rasterize.render_gt(template, verts, sh, sw)
+        gt = self.targets(sample, (h, w), (sh, sw))
         # A crop of crop×crop whose central 60% holds the face centre (padding outside the image is ignored).
         c = cfg.crop
         centre = (sample.box[:2] + sample.box[2:]) / 2 * np.array([sw / w, sh / h])
@@ -112,9 +104,9 @@ def training_samples(cfg: TrainConfig) -> list[datasets.Sample]:
     if cfg.root is not None:
         root = Path(cfg.root)
     elif cfg.source == "synthetic":
-        from densereg.data.synth import ensure_synthetic
+        from densereg.data.synth import EXTRA_SETS, ensure_synthetic
 
-        root = ensure_synthetic()
+        root = ensure_synthetic(extras=[cfg.dataset] if cfg.dataset in EXTRA_SETS else [])
     else:
         root = datasets.data_root("real")
     return datasets.load_dataset(cfg.dataset, root, cfg.split)
@@ -123,11 +115,16 @@ def training_samples(cfg: TrainConfig) -> list[datasets.Sample]:
 # ------------------------------------------------------------------------------------------------ checkpoints
 
 
-def _state(model, optimizer, step: int, cfg: TrainConfig, data_fingerprint: str, shape_model=None) -> dict:
-    """Everything needed to resume and to use the model (see ``densereg.nn.checkpoint``)."""
-    return {"model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-            "torch_rng": torch.get_rng_state(), "config": cfg.resolved(), "data_fingerprint": data_fingerprint,
-            "shape_model": None if shape_model is None else shape_model_state(shape_model)}
+def _state(model, optimizer, step: int, cfg: TrainConfig, data_fingerprint: str, shape_model=None,
+           reference=None) -> dict:
+    """Everything needed to resume and to use the model (see ``densereg.nn.checkpoint``); ``reference``: the
+    template landmarks made from the training data (the reference ear), stored when there are some."""
+    state = {"model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+             "torch_rng": torch.get_rng_state(), "config": cfg.resolved(), "data_fingerprint": data_fingerprint,
+             "shape_model": None if shape_model is None else shape_model_state(shape_model)}
+    if reference is not None:
+        state["template_landmarks"] = torch.from_numpy(np.asarray(reference, np.float64).copy())
+    return state
 
 
 def fit_shape_model(samples: list[datasets.Sample]) -> ShapeModel | None:
@@ -267,11 +264,12 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, progress: bool = True,
             if done % cfg.checkpoint_every == 0 or done == cfg.iterations:
                 final = done == cfg.iterations and cfg.task == "densereg"
                 save_checkpoint(last, _state(model, optimizer, done, cfg, data_fp,
-                                             fit_shape_model(samples) if final else None))
+                                             fit_shape_model(samples) if final else None, data.targets.reference))
         bar.update()
     bar.close()
     if rank == 0 and (step + 1) % cfg.checkpoint_every and step + 1 != cfg.iterations:
-        save_checkpoint(last, _state(model, optimizer, step + 1, cfg, data_fp))   # stop_after: keep the progress
+        save_checkpoint(last, _state(model, optimizer, step + 1, cfg, data_fp,   # stop_after: keep the progress
+                                     reference=data.targets.reference))
     if distributed:
         torch.distributed.destroy_process_group()
     return last

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from densereg.geometry.boxes import check_box, pick
+from densereg.geometry.ear import EarTemplate
 from densereg.geometry.shape_model import ShapeModel
 from densereg.geometry.template import Template
 from densereg.geometry.templates import get_template, template_for
@@ -101,8 +102,11 @@ class DenseReg:
         net, _ = checkpoint.load_model(path)
         identity = {"checkpoint": _sha256(path)[:12], "preset": _preset_label(config), "K": config.K,
                     "data": (state.get("data_fingerprint") or "")[:12] or None}
-        return cls(net, config, template_named(config.template, data_root),
-                   checkpoint.checkpoint_shape_model(state, path), identity, device)
+        if config.template == "ear":     # the reference ear of the training landmarks, kept in the checkpoint
+            template = EarTemplate(checkpoint.checkpoint_template_landmarks(state, path))
+        else:
+            template = template_named(config.template, data_root)
+        return cls(net, config, template, checkpoint.checkpoint_shape_model(state, path), identity, device)
 
     # ---------------------------------------------------------------------------------------------- read-outs
 
