@@ -4,6 +4,7 @@
     python -m benchmarks.run 300w --init preds:my_method/ --root ~/data/300w-tree
     python -m benchmarks.run helen --method densereg --source synthetic          (Table 1, segmentation)
     python -m benchmarks.run fig5 --source synthetic --ks 1,5,10                  (Fig. 5, K ablation)
+    python -m benchmarks.run sim2real --checkpoint runs/synthetic/densereg-cpu/last.pt   (real photos vs dlib)
 
 Commands: ``300w``, ``300vw``, ``ears`` and ``helen --init`` evaluate an initialiser × fitter on landmarks
 (``benchmarks.experiments.landmarks``; Tables 2–4, Fig. 7); ``helen --method`` scores face-part segmentation
@@ -27,7 +28,7 @@ from pathlib import Path
 from benchmarks.baselines.artefacts import ArtefactError
 from benchmarks.context import (PRESETS, DataRootError, RunContext, add_common, artefact_root, resolve_data, resolve_factory,
                                 valid_forms)
-from benchmarks.experiments import fig8, kablation, landmarks, segmentation
+from benchmarks.experiments import fig8, kablation, landmarks, segmentation, sim2real
 from benchmarks.fitters import FITTERS, PREFIXED_FITTERS
 from benchmarks.initialisers import INITIALISERS, PREFIXED_INITIALISERS
 from densereg.data import datasets, formats
@@ -75,13 +76,15 @@ def parse_args(argv=None):
     figure8 = sub.add_parser("fig8", help="Fig. 8: GT and estimated u, v and landmarks of a few 300-W test faces")
     add_common(figure8)
     fig8.add_arguments(figure8)
+    real = sub.add_parser("sim2real", help="a DenseReg checkpoint vs dlib's 68-point predictor on real photos")
+    sim2real.add_arguments(real)
     args = parser.parse_args(argv)
     if args.command == "helen":
         if (args.init is None) == (args.method is None):
             parser.error("helen: give exactly one of --init (landmarks) or --method (segmentation, Table 1)")
     if getattr(args, "workers", 1) < 1:
         parser.error("--workers must be at least 1")
-    if args.limit is not None and args.limit < 1:
+    if getattr(args, "limit", None) is not None and args.limit < 1:
         parser.error("--limit must be at least 1")
     return args
 
@@ -149,7 +152,8 @@ def _print_report(row, results, csv_path, err_path, replaced):
 COMMANDS = {**dict.fromkeys(LANDMARK_COMMANDS, run_landmarks),
             "helen-parts": lambda args: segmentation.run(args),
             "fig5": lambda args: kablation.run(args),
-            "fig8": lambda args: fig8.run(args)}
+            "fig8": lambda args: fig8.run(args),
+            "sim2real": lambda args: sim2real.run(args)}
 
 
 def main(argv=None):
