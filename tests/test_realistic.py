@@ -71,8 +71,22 @@ def test_head_has_every_part_and_each_hair_style(template):
         assert {head.HEAD_PARTS.index("skin"), head.HEAD_PARTS.index("clothes")} <= labels
         assert (head.HEAD_PARTS.index("hair") in labels) == (style != "bald")
         assert h.triangles.max() < len(h.vertices) and np.isfinite(h.vertices).all()
+        clothes = h.triangles[h.labels == head.HEAD_PARTS.index("clothes")]
+        assert h.body[clothes].all() and h.body.sum() == len(np.unique(clothes))   # the body is the shoulders
     with pytest.raises(ValueError, match="hair style"):
         head.build_head(np.random.default_rng(0), "mohawk")
+
+
+def test_shoulders_turn_less_than_the_head_about_the_neck_base(template):
+    person = head.build_head(np.random.default_rng(0))
+    pose = np.array([0.0, np.radians(60), 0.0, 129.0, 128.0, 0.0, 40.0])     # a head turned 60 degrees
+    verts = realistic.posed_head(person, pose, 256)
+    rigid = realistic.camera.project_3ddfa(person.vertices, pose, 256)
+    np.testing.assert_allclose(verts[~person.body], rigid[~person.body])
+    width = np.ptp(verts[person.body, 0])
+    frontal = np.ptp(realistic.camera.project_3ddfa(person.vertices[person.body], pose * [0, 0, 0, 1, 1, 1, 1],
+                                                    256)[:, 0])
+    assert width > 0.9 * frontal > 0.9 * np.ptp(rigid[person.body, 0])      # barely turned, unlike the head
 
 
 def test_sh_lighting_is_uniform_under_ambience_and_brightest_facing_the_light():

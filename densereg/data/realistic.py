@@ -78,10 +78,25 @@ def _materials(rng, skin):
     return np.stack([skin, np.clip(hair, 0, 1), clothes]), np.array([1.0, 0.5, 0.1])
 
 
+BODY_TURN = 0.3   # the shoulders turn by this fraction of the head's pitch, yaw and roll
+
+
+def posed_head(person: head.Head, pose, height):
+    """Image-frame vertices of a head under the face's 3DDFA ``pose``; the shoulders turn by :data:`BODY_TURN`
+    of its rotation about :data:`head.NECK_BASE`, which stays where the head's pose puts it."""
+    verts = camera.project_3ddfa(person.vertices, pose, height)
+    body_pose = np.array(pose, float)
+    body_pose[:3] *= BODY_TURN
+    anchor = head.NECK_BASE[None]
+    shift = camera.project_3ddfa(anchor, pose, height) - camera.project_3ddfa(anchor, body_pose, height)
+    verts[person.body] = camera.project_3ddfa(person.vertices[person.body], body_pose, height) + shift
+    return verts
+
+
 def draw_head(person: head.Head, pose, canvas, light, skin, rng):
     """Render a posed head over ``canvas`` (float RGB, in place); returns its pixel mask."""
     h, w = canvas.shape[:2]
-    verts_img = camera.project_3ddfa(person.vertices, pose, h)
+    verts_img = posed_head(person, pose, h)
     raster = rasterize.rasterize(verts_img, person.triangles, np.zeros(len(verts_img)), h, w)
     if not raster.mask.any():
         return raster.mask

@@ -22,6 +22,9 @@ import numpy as np
 # Labels of the head's triangles (``Head.labels``): what material a renderer paints them with.
 HEAD_PARTS = ("skin", "hair", "clothes")
 HAIR_STYLES = ("bald", "short", "long")
+# The point the shoulders turn about (template units): the base of the neck. A renderer poses the body with a
+# damped copy of the head's rotation about it, since people turn their heads far more than their shoulders.
+NECK_BASE = np.array([0.0, -2.0, -0.7])
 
 
 @dataclass
@@ -33,12 +36,14 @@ class Head:
         triangles: (T, 3) int64.
         labels: (T,) uint8 index into :data:`HEAD_PARTS`.
         style: the hair style (one of :data:`HAIR_STYLES`).
+        body: (V,) bool, the shoulders' vertices (posed about :data:`NECK_BASE`, see there).
     """
 
     vertices: np.ndarray
     triangles: np.ndarray
     labels: np.ndarray
     style: str
+    body: np.ndarray
 
 
 def _grid_triangles(n_rows: int, n_cols: int, wrap: bool) -> np.ndarray:
@@ -120,6 +125,7 @@ def build_head(rng: np.random.Generator, style: str | None = None) -> Head:
     tv, tt, _, _ = superellipsoid((0.0, -2.95, -0.75), (shoulder_w, 1.05, j(0.6, 0.75)), exponent=3.2,
                                   n_lat=16, n_lon=36, lat_range=(-0.3, np.pi / 2))
     parts.append((tv, tt, "clothes"))
+    n_before_body = sum(len(v) for v, _, _ in parts[:-1])
     # Ears: flattened ellipsoids on the sides of the skull at eye-to-nose height, turned slightly forward.
     for sign in (-1.0, 1.0):
         ev, et, _, _ = superellipsoid((0.0, 0.0, 0.0), (0.06, j(0.26, 0.32), j(0.15, 0.19)), n_lat=10, n_lon=16)
@@ -147,5 +153,7 @@ def build_head(rng: np.random.Generator, style: str | None = None) -> Head:
         triangles.append(t + offset)
         labels.append(np.full(len(t), HEAD_PARTS.index(label), np.uint8))
         offset += len(v)
+    body = np.zeros(offset, bool)
+    body[n_before_body:n_before_body + len(tv)] = True
     return Head(np.concatenate(vertices), np.concatenate(triangles).astype(np.int64), np.concatenate(labels),
-                style)
+                style, body)
