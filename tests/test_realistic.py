@@ -39,6 +39,21 @@ def test_dense_gt_covers_exactly_the_face_pixels_and_no_head_pixel(template, see
     assert np.isnan(gt.u[out["head_mask"]]).all()
 
 
+@pytest.mark.parametrize("variant", sorted(realistic.VARIANTS))
+def test_every_ablation_renders_with_the_same_ground_truth_rule(template, variant):
+    drop = realistic.VARIANTS[variant]
+    out = realistic.render(template, np.random.default_rng(7), SIZE, occluder_prob=0.0, drop=drop)
+    gt = groundtruth.render_fitting(_fitting(out, SIZE), SIZE, SIZE, template)
+    np.testing.assert_array_equal(out["face_mask"], gt.mask)
+    assert out["head_mask"].any() == ("head" not in drop)
+    assert variant in synth.STYLES
+
+
+def test_an_unknown_change_is_refused(template):
+    with pytest.raises(ValueError, match="renderer change"):
+        realistic.render(template, np.random.default_rng(0), SIZE, drop=("hair-physics",))
+
+
 def test_same_seed_same_image_other_seed_other_image(template):
     a = realistic.render(template, np.random.default_rng([5, 1]), SIZE)
     b = realistic.render(template, np.random.default_rng([5, 1]), SIZE)

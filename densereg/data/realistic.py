@@ -104,8 +104,7 @@ def draw_head(person: head.Head, pose, canvas, light, skin, rng):
     colours, gloss = _materials(rng, skin)
     texture = 1 + 0.08 * appearance._smooth_noise(rng, max(h, w), rng.uniform(1.5, 4))[:h, :w, 0]
     albedo = colours[labels] * texture[raster.mask][:, None]
-    canvas[raster.mask] = lighting.shade(albedo, _pixel_normals(verts_img, person.triangles, raster), light,
-                                         gloss[labels])
+    canvas[raster.mask] = _shade(albedo, _pixel_normals(verts_img, person.triangles, raster), light, gloss[labels])
     return raster.mask
 
 
@@ -127,7 +126,7 @@ def draw_face(template, albedo, verts_img, canvas, light):
     if not raster.mask.any():
         return raster.mask
     rgb = _bilinear(albedo, raster.attr[raster.mask, :2] * (albedo.shape[0] - 1))
-    canvas[raster.mask] = lighting.shade(rgb, _pixel_normals(verts_img, template.triangles, raster), light)
+    canvas[raster.mask] = _shade(rgb, _pixel_normals(verts_img, template.triangles, raster), light)
     return raster.mask
 
 
@@ -136,8 +135,23 @@ def _skin_of(albedo):
     return np.median(albedo.reshape(-1, 3), axis=0)
 
 
-def render(template, rng, size=256, harsh=False, extra_face_prob=0.15, occluder_prob=0.3, frontal_bias=0.7):
-    """One realistic sample.
+# The renderer changes of this style, each of which an ablation can turn back to the default style's way
+# (``drop``): the head; SH lighting + specular (→ one directional light); the object occluders (→ blobs); the
+# photo-like scenes and camera (→ clutter, Gaussian blur and noise); the 40 px – full-frame size range (→ the
+# default's faces of 35-65 % of the width, near the centre).
+CHANGES = ("head", "lighting", "occluders", "scenes", "sizes")
+# The style and its ablations, by name (``densereg.data.synth`` offers each as a ``--style``).
+VARIANTS = {"realistic": (), **{f"realistic-no-{c}": (c,) for c in CHANGES}}
+
+
+def _shade(albedo, normals, light, gloss=1.0):
+    """Shading by the light's kind: SH environment (``lighting``) or the default style's directional light."""
+    return lighting.shade(albedo, normals, light, gloss) if "sh" in light else appearance.shade(albedo, normals, light)
+
+
+def render(template, rng, size=256, harsh=False, extra_face_prob=0.15, occluder_prob=0.3, frontal_bias=0.7,
+           drop=()):
+    """One realistic sample; ``drop``: the :data:`CHANGES` rendered the default style's way instead.
 
     Returns:
         dict with ``image`` (uint8 RGB), ``landmarks`` (68, 2), ``pose_para``, ``shape_para``, ``exp_para``,
@@ -145,27 +159,41 @@ def render(template, rng, size=256, harsh=False, extra_face_prob=0.15, occluder_
         ``face_mask`` (pixels whose colour is the annotated face's), ``head_mask`` (its head's other pixels),
         ``occluder`` (name or "").
     """
-    canvas, _ = scenes.background(rng, size, size)
-    light = lighting.random_light(rng, harsh)
+    unknown = set(drop) - set(CHANGES)
+    if unknown:
+        raise ValueError(f"unknown renderer change(s) {sorted(unknown)}; valid: {', '.join(CHANGES)}")
+    if "scenes" in drop:
+        canvas = appearance.background(rng, size, size)
+    else:
+        canvas, _ = scenes.background(rng, size, size)
+    light = appearance.random_light(rng, harsh) if "lighting" in drop else lighting.random_light(rng, harsh)
+    draw_person = (lambda *a: np.zeros((size, size), bool)) if "head" in drop else draw_head
     n_extra = 0
     if rng.random() < extra_face_prob:   # another person further back, smaller, unannotated
         n_extra = 1
-        _, _, pose_x, verts_x, _ = sample_face(template, rng, size, frontal_bias,
-                                               scale=scenes.face_scale(rng, size) * 0.6)
+        scale_x = rng.uniform(0.07, 0.12) * size if "sizes" in drop else scenes.face_scale(rng, size) * 0.6
+        _, _, pose_x, verts_x, _ = sample_face(template, rng, size, frontal_bias, scale=scale_x)
         albedo_x = appearance.paint_albedo(template, rng)
-        draw_head(head.build_head(rng), pose_x, canvas, light, _skin_of(albedo_x), rng)
+        draw_person(head.build_head(rng), pose_x, canvas, light, _skin_of(albedo_x), rng)
         draw_face(template, albedo_x, verts_x, canvas, light)
-    shape, exp, pose, verts_img, _ = sample_face(template, rng, size, frontal_bias)
+    narrow = "sizes" in drop
+    shape, exp, pose, verts_img, _ = sample_face(
+        template, rng, size, frontal_bias, scale=rng.uniform(0.17, 0.27) * size if narrow else None,
+        centre=tuple(rng.uniform(0.38, 0.62, 2) * size) if narrow else None)
     landmarks = verts_img[template.landmarks, :2].copy()
     albedo = appearance.paint_albedo(template, rng)
     skin = _skin_of(albedo)
-    head_mask = draw_head(head.build_head(rng), pose, canvas, light, skin, rng)
+    head_mask = draw_person(head.build_head(rng), pose, canvas, light, skin, rng)
     face_mask = draw_face(template, albedo, verts_img, canvas, light)
     name = ""
     if rng.random() < occluder_prob:
-        name, rgb, alpha = occluders.random_occluder(rng, landmarks, size, size, skin)
+        if "occluders" in drop:
+            name, (rgb, alpha) = "blob", appearance.occluder(rng, size, size, np.r_[landmarks.min(0), landmarks.max(0)])
+        else:
+            name, rgb, alpha = occluders.random_occluder(rng, landmarks, size, size, skin)
         canvas = canvas * (1 - alpha[..., None]) + rgb * alpha[..., None]
-    image = scenes.camera(rng, np.clip(canvas, 0, 1).astype(np.float32), harsh)
+    canvas = np.clip(canvas, 0, 1).astype(np.float32)
+    image = appearance.degrade(rng, canvas, harsh) if "scenes" in drop else scenes.camera(rng, canvas, harsh)
     return {"image": image, "landmarks": landmarks, "pose_para": pose, "shape_para": shape, "exp_para": exp,
             "n_extra_faces": n_extra, "occluded": bool(name), "face_mask": face_mask,
             "head_mask": head_mask & ~face_mask, "occluder": name}

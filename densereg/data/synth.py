@@ -26,6 +26,7 @@ Landmarks are the projections of the template's 68 landmark vertices, visible or
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -141,16 +142,19 @@ def render_scene(template, rng: np.random.Generator, size: int = IMAGE_SIZE, har
 
 
 def realistic_scene(template, rng: np.random.Generator, size: int = IMAGE_SIZE, harsh: bool = False,
-                    extra_face_prob: float = 0.15, occluder_prob: float = 0.15, frontal_bias: float = 0.7) -> Scene:
-    """One sample of the ``realistic`` style (``densereg.data.realistic``: a whole person in a photo-like scene).
-    Occluders (glasses, hats, hands, microphones) are twice as frequent as the default style's blobs."""
-    out = realistic.render(template, rng, size, harsh, extra_face_prob, min(1.0, 2 * occluder_prob), frontal_bias)
+                    extra_face_prob: float = 0.15, occluder_prob: float = 0.15, frontal_bias: float = 0.7,
+                    drop: tuple = ()) -> Scene:
+    """One sample of the ``realistic`` style (``densereg.data.realistic``: a whole person in a photo-like scene),
+    or of an ablation of it (``drop``). Occluders are twice as frequent as in the default style."""
+    out = realistic.render(template, rng, size, harsh, extra_face_prob, min(1.0, 2 * occluder_prob), frontal_bias,
+                           drop)
     return Scene(*(out[k] for k in ("image", "landmarks", "pose_para", "shape_para", "exp_para", "n_extra_faces",
                                     "occluded")))
 
 
 # Renderers of the benchmark's look (``--style``); "default" is the benchmark the tables were made with.
-STYLES = {"default": render_scene, "realistic": realistic_scene}
+STYLES = {"default": render_scene,
+          **{name: functools.partial(realistic_scene, drop=drop) for name, drop in realistic.VARIANTS.items()}}
 
 
 # ------------------------------------------------------------------------------------------------ writing
@@ -348,7 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--preview", type=Path, default=None, help="write a sample grid PNG here")
     parser.add_argument("--style", default="default", choices=list(STYLES),
-                        help="default: the benchmark's face masks; realistic: whole people in photo-like scenes")
+                        help="default: the benchmark's face masks; realistic: whole people in photo-like scenes; "
+                             "realistic-no-X: realistic with change X done the default way (ablations)")
     args = parser.parse_args(argv)
     out = args.out or datasets.data_root("synthetic")
     counts = {"train": args.n_train, "test": args.n_test, "helen": args.n_helen}
