@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-TARGETS="test test-all data bench table1 table2 table3 table4 fig5 fig7 fig8 all"
+TARGETS="test test-all data bench table1 table2 table3 table4 fig5 fig7 fig8 sim2real all"
 
 usage() {
   echo "usage: ./reproduce.sh TARGET   (one of: $TARGETS)" >&2
@@ -129,5 +129,9 @@ case "$target" in
     $PY -m benchmarks.report
     echo "[$target] done in $(( $(date +%s) - start )) s; results/table4.md, verdicts in results/verdicts.md, results/figures/fig1{1,2}_ears_$SRC.png"
     banner ;;
+  sim2real)  # a checkpoint trained on synthetic faces vs dlib-68 on every real face here (CHECKPOINT=... to choose)
+    ckpt=${CHECKPOINT:-runs/synthetic/densereg-${PRESET:-cpu}/last.pt}
+    [ -f "$ckpt" ] || { echo "[sim2real] no checkpoint $ckpt: ./reproduce.sh table2 trains it, or set CHECKPOINT=FILE" >&2; exit 2; }
+    $PY -m benchmarks.run sim2real --checkpoint "$ckpt" "$@" ;;
   all)       for t in table2 fig5 table1 table3 table4; do ./reproduce.sh "$t" || true; done ;;
 esac

@@ -5,6 +5,7 @@
     python -m benchmarks.run helen --method densereg --source synthetic          (Table 1, segmentation)
     python -m benchmarks.run fig5 --source synthetic --ks 1,5,10                  (Fig. 5, K ablation)
     python -m benchmarks.run 300vw --source synthetic --workers 2                 (Table 3, 300-VW videos)
+    python -m benchmarks.run sim2real --checkpoint runs/synthetic/densereg-cpu/last.pt   (real photos vs dlib)
 
 Commands: ``300w``, ``ears`` and ``helen --init`` evaluate an initialiser × fitter on landmarks
 (``benchmarks.experiments.landmarks``; Tables 2 and 4, Fig. 7); ``300vw`` evaluates Table 3's rows on every
@@ -30,7 +31,7 @@ from pathlib import Path
 from benchmarks.baselines.artefacts import ArtefactError
 from benchmarks.context import (PRESETS, DataRootError, RunContext, add_common, artefact_root, resolve_data, resolve_factory,
                                 valid_forms)
-from benchmarks.experiments import fig8, kablation, landmarks, segmentation, tracking
+from benchmarks.experiments import fig8, kablation, landmarks, segmentation, sim2real, tracking
 from benchmarks.fitters import FITTERS, PREFIXED_FITTERS
 from benchmarks.initialisers import INITIALISERS, PREFIXED_INITIALISERS
 from densereg.data import datasets, formats
@@ -85,6 +86,8 @@ def parse_args(argv=None):
     figure8 = sub.add_parser("fig8", help="Fig. 8: GT and estimated u, v and landmarks of a few 300-W test faces")
     add_common(figure8)
     fig8.add_arguments(figure8)
+    real = sub.add_parser("sim2real", help="a DenseReg checkpoint vs dlib's 68-point predictor on real photos")
+    sim2real.add_arguments(real)
     args = parser.parse_args(argv)
     if args.command == "helen":
         if (args.init is None) == (args.method is None):
@@ -93,7 +96,7 @@ def parse_args(argv=None):
         parser.error("--iterations must be at least 1")
     if getattr(args, "workers", 1) < 1:
         parser.error("--workers must be at least 1")
-    if args.limit is not None and args.limit < 1:
+    if getattr(args, "limit", None) is not None and args.limit < 1:
         parser.error("--limit must be at least 1")
     return args
 
@@ -163,7 +166,8 @@ COMMANDS = {**dict.fromkeys(LANDMARK_COMMANDS, run_landmarks),
             "helen-parts": lambda args: segmentation.run(args),
             "fig5": lambda args: kablation.run(args),
             "fig8": lambda args: _guarded(fig8.run, args),
-            "300vw": lambda args: _guarded(tracking.run, args)}
+            "300vw": lambda args: _guarded(tracking.run, args),
+            "sim2real": lambda args: _guarded(sim2real.run, args)}
 
 
 def _guarded(run, args):

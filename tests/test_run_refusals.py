@@ -23,7 +23,8 @@ def test_a_misspelt_preset_is_refused_naming_the_valid_ones(data, tmp_path, caps
 
 def test_the_harness_presets_are_every_methods_presets():
     named = set(context.PRESETS) - {"default"}
-    assert named == set(config.PRESETS) == set(dpm_config.PRESETS) == set(mdm.PRESETS)
+    network = set(config.PRESETS) - set(config.NETWORK_ONLY_PRESETS)
+    assert named == network == set(dpm_config.PRESETS) == set(mdm.PRESETS)
 
 
 def test_predictions_with_another_point_count_stop_the_run_naming_the_file(data, tmp_path, capsys):  # noqa: F811

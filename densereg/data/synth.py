@@ -1,6 +1,7 @@
 """The embedded synthetic benchmark: faces rendered from the template with exact ground truth, in native formats.
 
     python -m densereg.data.synth --out DIR --seed S --n-train N --n-test M [--n-helen H] [--preview FILE.png]
+                                  [--style realistic]
 
 With no ``--out`` it (re)builds the default benchmark under ``data/synthetic`` (or ``$DENSEREG_SYNTH``).
 
@@ -25,6 +26,7 @@ Landmarks are the projections of the template's 68 landmark vertices, visible or
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -36,7 +38,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from densereg.data import appearance, datasets, formats, synth_ears
+from densereg.data import appearance, datasets, formats, realistic, synth_ears
 from densereg.geometry import camera, rasterize
 from densereg.data.workers import WorkerDied, supervised_imap
 from densereg.geometry.templates import builtin_face
@@ -139,6 +141,22 @@ def render_scene(template, rng: np.random.Generator, size: int = IMAGE_SIZE, har
     return Scene(image, landmarks, pose, shape, exp, n_extra, occluded)
 
 
+def realistic_scene(template, rng: np.random.Generator, size: int = IMAGE_SIZE, harsh: bool = False,
+                    extra_face_prob: float = 0.15, occluder_prob: float = 0.15, frontal_bias: float = 0.7,
+                    drop: tuple = ()) -> Scene:
+    """One sample of the ``realistic`` style (``densereg.data.realistic``: a whole person in a photo-like scene),
+    or of an ablation of it (``drop``). Occluders are twice as frequent as in the default style."""
+    out = realistic.render(template, rng, size, harsh, extra_face_prob, min(1.0, 2 * occluder_prob), frontal_bias,
+                           drop)
+    return Scene(*(out[k] for k in ("image", "landmarks", "pose_para", "shape_para", "exp_para", "n_extra_faces",
+                                    "occluded")))
+
+
+# Renderers of the benchmark's look (``--style``); "default" is the benchmark the tables were made with.
+STYLES = {"default": render_scene,
+          **{name: functools.partial(realistic_scene, drop=drop) for name, drop in realistic.VARIANTS.items()}}
+
+
 # ------------------------------------------------------------------------------------------------ writing
 
 
@@ -153,9 +171,9 @@ def _split_plan(counts: dict[str, int]) -> list[tuple[str, int]]:
 
 def _render_and_write(args: tuple) -> tuple[str, int]:
     """Worker: render sample ``index`` of ``split`` and write it in the native layout under ``root``."""
-    root, seed, split, index = args
+    root, seed, split, index, style = args
     rng = np.random.default_rng([seed, SPLIT_IDS[split], index])
-    scene = render_scene(builtin_face(), rng, harsh=(split == "outdoor"),
+    scene = STYLES[style](builtin_face(), rng, harsh=(split == "outdoor"),
                          extra_face_prob=0.1 if split == "train" else 0.2,
                          occluder_prob={"outdoor": 0.3, "indoor": 0.12}.get(split, 0.15),
                          frontal_bias=0.85 if split == "helen" else 0.7)
@@ -178,7 +196,7 @@ def _render_and_write(args: tuple) -> tuple[str, int]:
 
 
 def generate(out: Path, seed: int = 0, counts: dict[str, int] | None = None, workers: int | None = None,
-             progress: bool = True) -> dict:
+             progress: bool = True, style: str = "default") -> dict:
     """Write a complete synthetic benchmark to ``out`` atomically (built in a temp folder, then renamed).
 
     The temp folder ``<out>.tmp-<pid>`` is removed on any error or interrupt, and such folders left by runs
@@ -191,6 +209,7 @@ def generate(out: Path, seed: int = 0, counts: dict[str, int] | None = None, wor
         FileExistsError: ``out`` holds other files.
     """
     counts = {**DEFAULT_COUNTS, **(counts or {})}
+    lookup(STYLES, style, "style")   # an unknown style fails before any folder is touched
     out = Path(out)
     if out.exists() and not (out / "synth.json").is_file() and any(out.iterdir()):
         raise FileExistsError(f"{out}: not empty and not a synthetic benchmark (no synth.json); refusing to "
@@ -200,7 +219,7 @@ def generate(out: Path, seed: int = 0, counts: dict[str, int] | None = None, wor
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        manifest = _build(tmp, seed, counts, workers, progress)
+        manifest = _build(tmp, seed, counts, workers, progress, style)
     except BaseException:          # an error or Ctrl-C: never leave a half-built folder behind
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -232,9 +251,10 @@ def _remove_stale_builds(out: Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def _build(tmp: Path, seed: int, counts: dict[str, int], workers: int | None, progress: bool) -> dict:
+def _build(tmp: Path, seed: int, counts: dict[str, int], workers: int | None, progress: bool,
+           style: str = "default") -> dict:
     """Render every image of ``counts`` into ``tmp`` and write its manifest; returns the manifest."""
-    plan = [(str(tmp), seed, split, i) for split, i in _split_plan(counts)]
+    plan = [(str(tmp), seed, split, i, style) for split, i in _split_plan(counts)]
     workers = workers or min(os.cpu_count() or 1, 4)
     start = time.perf_counter()
     from tqdm import tqdm
@@ -256,7 +276,7 @@ def _build(tmp: Path, seed: int, counts: dict[str, int], workers: int | None, pr
                 "template": "builtin", "background_photos": appearance.background_photos(),
                 "seconds": round(seconds, 2),
                 "images_per_second": round(len(plan) / max(seconds, 1e-9), 2),
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **({"style": style} if style != "default" else {})}
     (tmp / "synth.json").write_text(json.dumps(manifest, indent=2))
     return manifest
 
@@ -345,10 +365,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-helen", type=int, default=DEFAULT_COUNTS["helen"])
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--preview", type=Path, default=None, help="write a sample grid PNG here")
+    parser.add_argument("--style", default="default", choices=list(STYLES),
+                        help="default: the benchmark's face masks; realistic: whole people in photo-like scenes; "
+                             "realistic-no-X: realistic with change X done the default way (ablations)")
     args = parser.parse_args(argv)
     out = args.out or datasets.data_root("synthetic")
     counts = {"train": args.n_train, "test": args.n_test, "helen": args.n_helen}
-    manifest = generate(out, seed=args.seed, counts=counts, workers=args.workers)
+    manifest = generate(out, seed=args.seed, counts=counts, workers=args.workers, style=args.style)
     print(f"synthetic benchmark written to {out}: {sum(counts.values())} images in {manifest['seconds']:.1f} s "
           f"({manifest['images_per_second']:.1f} images/s)")
     if args.preview:

@@ -51,10 +51,19 @@ class TrainConfig:
     loader_workers: int = 2
     threads: int = 0                      # CPU threads for torch; 0 = cores not used by loader workers
     amp: bool = True                      # bf16 autocast, CUDA only
+    augment: str = "none"                 # photometric augmentation (densereg.nn.augment): none | transfer
 
     def resolved(self) -> dict:
-        """The config as a plain dict (what checkpoints and ``config.json`` record)."""
-        return dataclasses.asdict(self)
+        """The config as a plain dict (what checkpoints and ``config.json`` record).
+
+        Fields of :data:`LATER_FIELDS` are left out while at their default, so the networks trained before they
+        existed keep the identity they were cached under (``benchmarks.baselines.artefacts``).
+        """
+        values = dataclasses.asdict(self)
+        for name, default in LATER_FIELDS.items():
+            if values[name] == default:
+                del values[name]
+        return values
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
@@ -69,6 +78,9 @@ class TrainConfig:
         return cfg
 
 
+# Fields added after trained networks were cached, with the default that leaves them out of ``resolved()``.
+LATER_FIELDS = {"augment": "none"}
+
 # Named sets of overrides. ``cpu``: chosen by measurement on the 2-core machine (see README, "Training").
 PRESETS: dict[str, dict] = {
     "paper": {},
@@ -76,10 +88,22 @@ PRESETS: dict[str, dict] = {
                 optimizer="adam", base_lr=2e-3, weight_decay=1e-5, warmup_iters=50, crop=128,
                 image_scale=0.5, scales=(0.75, 1.0, 1.25), source="synthetic", checkpoint_every=200,
                 loader_workers=1),
+    # transfer: the cpu network trained for synthetic-to-real transfer, on the realistic style
+    # (python -m densereg.data.synth --style realistic --out data/realistic; then --root data/realistic): the
+    # photometric augmentation of densereg.nn.augment, scales widened to 0.5-2 (faces of every size), and 6x the
+    # cpu preset's steps (about 2 h on 2 CPU cores).
+    "transfer": dict(backbone="resnet18", width=32, output_stride=8, batch_size=8, iterations=6000,
+                     optimizer="adam", base_lr=2e-3, weight_decay=1e-5, warmup_iters=100, crop=128,
+                     image_scale=0.5, scales=(0.5, 0.7, 1.0, 1.4, 2.0), source="synthetic", checkpoint_every=500,
+                     loader_workers=1, augment="transfer"),
     "tiny": dict(backbone="resnet18", width=8, output_stride=8, batch_size=2, iterations=4, optimizer="adam",
                  base_lr=1e-3, warmup_iters=1, crop=48, image_scale=0.25, scales=(1.0,), source="synthetic",
                  checkpoint_every=2, log_every=1, loader_workers=0),
 }
+
+# Presets of the DenseReg network alone, with no DPM / MDM counterpart, so not offered by the harness's --preset
+# (evaluate their checkpoints with --checkpoint, e.g. python -m benchmarks.run sim2real --checkpoint FILE).
+NETWORK_ONLY_PRESETS = ("transfer",)
 
 # Fields whose values define the network; a checkpoint made with other values cannot be loaded into it.
 ARCH_FIELDS = ("task", "backbone", "output_stride", "width", "K", "variant", "depth")
@@ -115,7 +139,7 @@ def config_differences(saved: dict, wanted: dict, fields=None) -> dict:
 
     Fields absent from ``saved`` (checkpoints older than the field) compare as the field's default.
     """
-    defaults = TrainConfig().resolved()
+    defaults = dataclasses.asdict(TrainConfig())   # every field, LATER_FIELDS included
     if saved.get("template") is None:      # recorded before the field existed: the source's template
         saved = {**saved, "template": SOURCE_TEMPLATES.get(saved.get("source", defaults["source"]))}
     if fields is None:

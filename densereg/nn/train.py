@@ -37,8 +37,9 @@ import torch
 from densereg.data import datasets, formats, groundtruth
 from densereg.data.fingerprint import fingerprint
 from densereg.geometry.shape_model import ShapeModel
+from densereg.nn.augment import augment
 from densereg.nn.checkpoint import load_model, read_checkpoint, save_checkpoint, shape_model_state  # noqa: F401
-from densereg.nn.config import ARCH_FIELDS, config_differences, PRESETS, TrainConfig, add_config_flags, make_config  # noqa: F401
+from densereg.nn.config import ARCH_FIELDS, LATER_FIELDS, config_differences, PRESETS, TrainConfig, add_config_flags, make_config  # noqa: F401
 from densereg.nn.tasks import TASKS, build_model  # noqa: F401
 
 
@@ -95,6 +96,7 @@ class TrainingBatches(torch.utils.data.Dataset):
         u[yd, xd], v[yd, xd], depth[yd, xd] = gt.u[ys, xs], gt.v[ys, xs], gt.depth[ys, xs]
         parts[yd, xd] = gt.parts[ys, xs]
         valid[yd, xd] = True
+        img_c = augment(cfg.augment, img_c, valid, rng)   # photometric only ("none": untouched, no draws)
         return {"image": img_c.transpose(2, 0, 1).copy(), "u": u, "v": v, "mask": np.isfinite(u),
                 "depth": depth, "parts": parts, "valid": valid}
 
@@ -140,7 +142,7 @@ def _resume_state(last: Path, cfg: TrainConfig, data_fingerprint: str) -> dict:
     afresh = (f"to start afresh, rerun with --fresh (discards {last.parent}) or delete {last.parent}; "
               "to keep it, train into another --out folder")
     try:
-        state = read_checkpoint(last, cfg.resolved())
+        state = read_checkpoint(last, {**LATER_FIELDS, **cfg.resolved()})   # LATER_FIELDS compared too
     except ValueError as exc:
         raise ValueError(f"cannot resume: {exc}; {afresh}") from None
     saved = state.get("data_fingerprint")
