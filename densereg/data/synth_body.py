@@ -179,6 +179,17 @@ def read_body_gt(path: Path) -> tuple[unwrap.PatchGT, dict]:
     return gt, {"pose": arrays["pose"], "camera": arrays["camera"]}
 
 
+def render_sample_gt(sample: Sample, size: tuple[int, int], zoom: tuple[float, float] = (1.0, 1.0)
+                     ) -> unwrap.PatchGT:
+    """A sample's ground truth re-rendered from its stored pose and camera into an image of ``size`` (H, W)
+    that is the original resized by ``zoom`` (x, y factors): exact at any scale, unlike resampling the maps."""
+    _, params = read_body_gt(sample.extras["gt"])
+    model = body.procedural_body()
+    verts = camera.project_ortho(model.posed(params["pose"]), np.eye(3), *params["camera"])
+    verts[:, :2] = (verts[:, :2] + 0.5) * np.asarray(zoom, np.float64) - 0.5
+    return unwrap.render_patch_gt(model.atlas, verts, int(size[0]), int(size[1]))
+
+
 def load_body(root: Path, split: str) -> list[Sample]:
     """The samples of ``split`` under ``root``: name ``<split>/NNNNN``, no landmarks, a zero box (one person per
     image, so no box is needed to say which), and

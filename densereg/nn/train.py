@@ -40,7 +40,7 @@ from densereg.data.fingerprint import fingerprint
 from densereg.geometry.shape_model import ShapeModel
 from densereg.nn.checkpoint import load_model, read_checkpoint, save_checkpoint, shape_model_state  # noqa: F401
 from densereg.nn.config import ARCH_FIELDS, config_differences, PRESETS, TrainConfig, add_config_flags, make_config  # noqa: F401
-from densereg.nn.tasks import TASKS, build_model  # noqa: F401
+from densereg.nn.tasks import TASK_DATA, TASKS, build_model  # noqa: F401
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -108,7 +108,10 @@ class TrainingBatches(torch.utils.data.Dataset):
 
 
 def training_samples(cfg: TrainConfig) -> list[datasets.Sample]:
-    """The samples with fittings that train the network (the active source's 300W-LP-style split)."""
+    """The samples with fittings that train the network (the active source's 300W-LP-style split), or those
+    the task's own entry of ``TASK_DATA`` gives (the body task)."""
+    if cfg.task in TASK_DATA:
+        return TASK_DATA[cfg.task][0](cfg)
     if cfg.root is not None:
         root = Path(cfg.root)
     elif cfg.source == "synthetic":
@@ -181,7 +184,8 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, progress: bool = True,
     """
     out = Path(out_dir)
     samples = training_samples(cfg)
-    data = TrainingBatches(samples, cfg)          # checks the samples before anything is written
+    batches = TASK_DATA[cfg.task][1] if cfg.task in TASK_DATA else TrainingBatches
+    data = batches(samples, cfg)                  # checks the samples before anything is written
     data_fp = fingerprint(samples)
     out.mkdir(parents=True, exist_ok=True)
     distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
