@@ -4,11 +4,13 @@
     python -m benchmarks.run 300w --init preds:my_method/ --root ~/data/300w-tree
     python -m benchmarks.run helen --method densereg --source synthetic          (Table 1, segmentation)
     python -m benchmarks.run fig5 --source synthetic --ks 1,5,10                  (Fig. 5, K ablation)
+    python -m benchmarks.run body --source synthetic                              (Fig. 10, human body)
 
 Commands: ``300w``, ``300vw``, ``ears`` and ``helen --init`` evaluate an initialiser × fitter on landmarks
 (``benchmarks.experiments.landmarks``; Tables 2–4, Fig. 7); ``helen --method`` scores face-part segmentation
 (``benchmarks.experiments.segmentation``; Table 1, Fig. 6); ``fig5`` is the K ablation
-(``benchmarks.experiments.kablation``).
+(``benchmarks.experiments.kablation``); ``body`` is dense correspondence for the human body
+(``benchmarks.experiments.body``; Fig. 10).
 
 Every command takes ``--root DIR``: any folder in the native layout (``densereg.data.datasets.LAYOUT``), such as
 one made with ``python -m densereg.data.synth --out DIR``, evaluated as it is; a folder the harness did not
@@ -27,7 +29,7 @@ from pathlib import Path
 from benchmarks.baselines.artefacts import ArtefactError
 from benchmarks.context import (PRESETS, DataRootError, RunContext, add_common, artefact_root, resolve_data, resolve_factory,
                                 valid_forms)
-from benchmarks.experiments import kablation, landmarks, segmentation
+from benchmarks.experiments import body, kablation, landmarks, segmentation
 from benchmarks.fitters import FITTERS, PREFIXED_FITTERS
 from benchmarks.initialisers import INITIALISERS, PREFIXED_INITIALISERS
 from densereg.data import datasets, formats
@@ -72,6 +74,9 @@ def parse_args(argv=None):
     fig5 = sub.add_parser("fig5", help="Fig. 5: the K ablation of the quantised regression")
     add_common(fig5)
     kablation.add_arguments(fig5)
+    body_parser = sub.add_parser("body", help="Fig. 10: dense correspondence for the human body (patches + UV)")
+    add_common(body_parser)
+    body.add_arguments(body_parser)
     args = parser.parse_args(argv)
     if args.command == "helen":
         if (args.init is None) == (args.method is None):
@@ -145,7 +150,8 @@ def _print_report(row, results, csv_path, err_path, replaced):
 
 COMMANDS = {**dict.fromkeys(LANDMARK_COMMANDS, run_landmarks),
             "helen-parts": lambda args: segmentation.run(args),
-            "fig5": lambda args: kablation.run(args)}
+            "fig5": lambda args: kablation.run(args),
+            "body": lambda args: body.run(args)}
 
 
 def main(argv=None):
