@@ -21,6 +21,8 @@ Native layout (documented here; :func:`read_body_gt` checks it):
         u, v   (H, W) float32  coordinates in that patch's [0, 1]² chart, NaN on background
         pose   (14, 3) float64 axis-angle per joint (body.JOINTS order; the root's is the global turn)
         camera (3,) float64    scaled orthographic camera [scale (px/m), tx, ty] (camera.project_ortho, R = I)
+        model  () str          only in sets of another mesh: "smpl" (UP-3D converted by densereg.data.up3d,
+                               pose (24, 3) SMPL axis-angle, camera [f, t_x, t_y, t_z])
 
 Generation is deterministic: image ``i`` of split ``s`` uses the seed ``(seed, s, i)``.
 """
@@ -147,19 +149,24 @@ def _render_and_write(args: tuple) -> None:
     write_body_gt(paths["gt"], gt, pose, cam)
 
 
-def write_body_gt(path: Path, gt: unwrap.PatchGT, pose, cam) -> None:
-    """Write one image's ground truth (the ``.npz`` of the module docstring) atomically."""
+def write_body_gt(path: Path, gt: unwrap.PatchGT, pose, cam, model: str = "procedural") -> None:
+    """Write one image's ground truth (the ``.npz`` of the module docstring) atomically. ``model`` names the
+    mesh the pose belongs to; only a non-procedural one (``"smpl"``, from ``densereg.data.up3d``) is recorded,
+    as a ``model`` string array, so the synthetic files stay as they were."""
     import io
 
+    arrays = dict(patch=gt.patch.astype(np.uint8), u=gt.u.astype(np.float32), v=gt.v.astype(np.float32),
+                  pose=np.asarray(pose, np.float64), camera=np.asarray(cam, np.float64))
+    if model != "procedural":
+        arrays["model"] = np.array(model)
     buf = io.BytesIO()
-    np.savez_compressed(buf, patch=gt.patch.astype(np.uint8), u=gt.u.astype(np.float32),
-                        v=gt.v.astype(np.float32), pose=np.asarray(pose, np.float64),
-                        camera=np.asarray(cam, np.float64))
+    np.savez_compressed(buf, **arrays)
     formats.atomic_write_bytes(path, buf.getvalue())
 
 
 def read_body_gt(path: Path) -> tuple[unwrap.PatchGT, dict]:
-    """One ``.npz`` of the layout → ``(PatchGT, {"pose", "camera"})``; errors name the file and the problem."""
+    """One ``.npz`` of the layout → ``(PatchGT, {"pose", "camera", "model"})``; errors name the file and the
+    problem."""
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
@@ -176,14 +183,24 @@ def read_body_gt(path: Path) -> tuple[unwrap.PatchGT, dict]:
         raise formats.DatasetError(f"{path}: patch index {int(patch.max())} > {body.N_PATCHES}")
     mask = patch > 0
     gt = unwrap.PatchGT(patch.astype(np.uint8), u.astype(np.float32), v.astype(np.float32), mask)
-    return gt, {"pose": arrays["pose"], "camera": arrays["camera"]}
+    return gt, {"pose": arrays["pose"], "camera": arrays["camera"], "model": str(arrays.get("model", "procedural"))}
 
 
 def render_sample_gt(sample: Sample, size: tuple[int, int], zoom: tuple[float, float] = (1.0, 1.0)
                      ) -> unwrap.PatchGT:
     """A sample's ground truth re-rendered from its stored pose and camera into an image of ``size`` (H, W)
-    that is the original resized by ``zoom`` (x, y factors): exact at any scale, unlike resampling the maps."""
-    _, params = read_body_gt(sample.extras["gt"])
+    that is the original resized by ``zoom`` (x, y factors): exact at any scale, unlike resampling the maps.
+    A set of another mesh (UP-3D converted with its SMPL fits) has no procedural pose: its stored maps are
+    resampled to ``size`` by nearest neighbour instead."""
+    stored, params = read_body_gt(sample.extras["gt"])
+    if params["model"] != "procedural":
+        import cv2
+
+        def near(a):
+            return cv2.resize(a, (int(size[1]), int(size[0])), interpolation=cv2.INTER_NEAREST)
+
+        patch = near(stored.patch)
+        return unwrap.PatchGT(patch, near(stored.u), near(stored.v), patch > 0)
     model = body.procedural_body()
     verts = camera.project_ortho(model.posed(params["pose"]), np.eye(3), *params["camera"])
     verts[:, :2] = (verts[:, :2] + 0.5) * np.asarray(zoom, np.float64) - 0.5
