@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-TARGETS="test test-all data bench table1 table2 table3 table4 fig5 fig7 all"
+TARGETS="test test-all data bench table1 table2 table3 table4 fig5 fig7 fig10 all"
 
 usage() {
   echo "usage: ./reproduce.sh TARGET   (one of: $TARGETS)" >&2
@@ -99,6 +99,17 @@ case "$target" in
     done
     $PY -m benchmarks.report
     echo "[$target] done in $(( $(date +%s) - start )) s; results/table1.md, results/figures/fig6_$SRC.png"
+    banner ;;
+  fig10)
+    # Human body (Sec. 4.6): synthetic people by default; real UP-3D after conversion into the native body
+    # layout (python -m densereg.data.up3d --up3d DIR --smpl SMPL_NEUTRAL.npz --out DIR), given as BODY_ROOT=DIR.
+    if [ -n "${BODY_ROOT:-}" ]; then SRC=real; set -- --root "$BODY_ROOT" "$@"; else SRC=synthetic; fi
+    PRESET=${PRESET:-cpu}; banner
+    start=$(date +%s)
+    for seed in $(seq 0 $((SEEDS - 1))); do
+      $PY -m benchmarks.run body --source "$SRC" --preset "$PRESET" --seed "$seed" "$@"
+    done
+    echo "[$target] done in $(( $(date +%s) - start )) s; rows in results/body.csv, figure results/figures/fig10_$SRC.png"
     banner ;;
   table3)    not_yet "300VW tracking (no issue filed yet)" ;;
   table4)    not_yet "ear landmarks (no issue filed yet)" ;;
