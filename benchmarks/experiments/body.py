@@ -142,7 +142,7 @@ def run(args) -> int:
     t0 = time.perf_counter()
     images = [s.image() for s in samples]
     truths = [synth_body.read_body_gt(s.extras["gt"])[0] for s in samples]
-    predictions = body_net.predict(model, images)
+    predictions = body_net.predict(model, images, image_scale=cfg.image_scale)
     metrics = score(predictions, truths)
     eval_s = time.perf_counter() - t0
     label = preset if args.iterations is None else f"{preset}+iterations={args.iterations}"

@@ -111,16 +111,24 @@ class BodyNet(TrunkNet):
         return out
 
 
-def predict(model: BodyNet, images: list[np.ndarray], batch_size: int = 8) -> list[dict[str, np.ndarray]]:
-    """``{"patch", "u", "v"}`` per ``H×W×3`` uint8 image, at each image's size (padded to the output stride
-    for the forward pass, then cropped)."""
+def predict(model: BodyNet, images: list[np.ndarray], batch_size: int = 8,
+            image_scale: float = 1.0) -> list[dict[str, np.ndarray]]:
+    """``{"patch", "u", "v"}`` per ``H×W×3`` uint8 image, at each image's own size.
+
+    As in training, each image is first resized by ``image_scale`` (the config's), padded to a multiple of
+    the output stride and decoded at that size; the maps are cropped and brought back to the image's size by
+    nearest neighbour (so no pixel mixes two patches' coordinates).
+    """
     model.eval()
     device = next(model.parameters()).device
     stride = model.output_stride
+    scaled = [im if image_scale == 1.0 else
+              cv2.resize(im, (max(1, round(im.shape[1] * image_scale)), max(1, round(im.shape[0] * image_scale))),
+                         interpolation=cv2.INTER_AREA if image_scale < 1 else cv2.INTER_LINEAR) for im in images]
     results = []
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):
-            chunk = images[start:start + batch_size]
+            chunk = scaled[start:start + batch_size]
             h = max(im.shape[0] for im in chunk)
             w = max(im.shape[1] for im in chunk)
             ph, pw = -(-h // stride) * stride, -(-w // stride) * stride
@@ -131,7 +139,14 @@ def predict(model: BodyNet, images: list[np.ndarray], batch_size: int = 8) -> li
             dec = model.decode(model(x, upsample=False), size=(ph, pw))
             for i, im in enumerate(chunk):
                 hh, ww = im.shape[:2]
-                results.append({k: dec[k][i, :hh, :ww].cpu().numpy() for k in ("patch", "u", "v")})
+                oh, ow = images[start + i].shape[:2]
+                maps = {}
+                for k in ("patch", "u", "v"):
+                    a = dec[k][i, :hh, :ww].cpu().numpy()
+                    if (hh, ww) != (oh, ow):
+                        a = cv2.resize(a.astype(np.float32), (ow, oh), interpolation=cv2.INTER_NEAREST)
+                    maps[k] = a.astype(np.int64) if k == "patch" else a
+                results.append(maps)
     return results
 
 
