@@ -2,12 +2,15 @@
 
     python -m densereg.nn.train --preset cpu --source synthetic --out runs/synthetic/densereg-cpu
     python -m densereg.nn.train --task deeplab --preset cpu --source synthetic --out runs/synthetic/deeplab-cpu
+    python -m densereg.nn.train --task body --preset cpu --source synthetic --out runs/synthetic/body-cpu
     torchrun --nproc_per_node 4 -m densereg.nn.train --preset paper --source real --out runs/real/densereg
 
 Targets are rasterised on the fly from each image's 3D fitting (``densereg.data.groundtruth``), so the training
 set is anything with fittings: 300W-LP on real data, the synthetic benchmark's ``300W_LP/SYNTH`` otherwise.
 The same loop, data, schedule and presets train the DeepLab-v2 segmentation baseline of Table 1
 (``--task deeplab``), whose targets are the template's part labels carried through the same GT UV field.
+The body task (``--task body``, ``densereg.nn.body``) brings its own samples and batches through
+``densereg.nn.tasks.TASK_DATA``; the loop is the same.
 
 Resuming: re-running the same command into the same ``--out`` resumes from ``last.pt``; a run whose config
 (any training field: seed, learning rate, iterations, ...) or training data (``densereg.data.fingerprint``)
