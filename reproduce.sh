@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-TARGETS="test test-all data bench table1 table2 table3 table4 fig5 fig7 fig8 sim2real all"
+TARGETS="test test-all data bench table1 table2 table3 table4 fig5 fig7 fig8 fig10 sim2real all"
 
 usage() {
   echo "usage: ./reproduce.sh TARGET   (one of: $TARGETS)" >&2
@@ -133,5 +133,16 @@ case "$target" in
     ckpt=${CHECKPOINT:-runs/synthetic/densereg-${PRESET:-cpu}/last.pt}
     [ -f "$ckpt" ] || { echo "[sim2real] no checkpoint $ckpt: ./reproduce.sh table2 trains it, or set CHECKPOINT=FILE" >&2; exit 2; }
     $PY -m benchmarks.run sim2real --checkpoint "$ckpt" "$@" ;;
+  fig10)
+    # Human body (Sec. 4.6): synthetic people by default; real UP-3D after conversion into the native body
+    # layout (python -m densereg.data.up3d --up3d DIR --smpl SMPL_NEUTRAL.npz --out DIR), given as BODY_ROOT=DIR.
+    if [ -n "${BODY_ROOT:-}" ]; then SRC=real; set -- --root "$BODY_ROOT" "$@"; else SRC=synthetic; fi
+    PRESET=${PRESET:-cpu}; banner
+    start=$(date +%s)
+    for seed in $(seq 0 $((SEEDS - 1))); do
+      $PY -m benchmarks.run body --source "$SRC" --preset "$PRESET" --seed "$seed" "$@"
+    done
+    echo "[$target] done in $(( $(date +%s) - start )) s; rows in results/body.csv, figure results/figures/fig10_$SRC.png"
+    banner ;;
   all)       for t in table2 fig5 table1 table3 table4; do ./reproduce.sh "$t" || true; done ;;
 esac

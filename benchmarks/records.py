@@ -144,6 +144,12 @@ SCHEMAS = {
         ("K", "decode", "auc", "failure", "auc_maxaxis", "n_pixels", "n_images", "iterations", "train_seconds",
          "eval_seconds", "source", "preset", "seed", "artefacts", *PROVENANCE),
         ("K", "decode", "artefacts", "source", "preset", "seed")),
+    # benchmarks.experiments.body: one row per run of the body network on a body set's split (Fig. 10).
+    "body": Schema(
+        ("split", "patch_acc", "pixel_acc", "miou", "uv_mean_correct", "uv_median_correct", "uv_median_all",
+         "uv_auc_all", "uv_failure_all", "n_pixels", "n_images", "iterations", "train_seconds", "eval_seconds",
+         "source", "preset", "seed", "artefacts", *PROVENANCE),
+        ("split", "artefacts", "source", "preset", "seed")),
 }
 ERROR_COLUMNS = ("name", "error", "status", "message", "seconds")
 

@@ -6,13 +6,15 @@
     python -m benchmarks.run fig5 --source synthetic --ks 1,5,10                  (Fig. 5, K ablation)
     python -m benchmarks.run 300vw --source synthetic --workers 2                 (Table 3, 300-VW videos)
     python -m benchmarks.run sim2real --checkpoint runs/synthetic/densereg-cpu/last.pt   (real photos vs dlib)
+    python -m benchmarks.run body --source synthetic                              (Fig. 10, human body)
 
 Commands: ``300w``, ``ears`` and ``helen --init`` evaluate an initialiser × fitter on landmarks
 (``benchmarks.experiments.landmarks``; Tables 2 and 4, Fig. 7); ``300vw`` evaluates Table 3's rows on every
 frame of the 300-VW test videos, streamed and resumable (``benchmarks.experiments.tracking``);
 ``helen --method`` scores face-part segmentation
 (``benchmarks.experiments.segmentation``; Table 1, Fig. 6); ``fig5`` is the K ablation
-(``benchmarks.experiments.kablation``).
+(``benchmarks.experiments.kablation``); ``body`` is dense correspondence for the human body
+(``benchmarks.experiments.body``; Fig. 10).
 
 Every command takes ``--root DIR``: any folder in the native layout (``densereg.data.datasets.LAYOUT``), such as
 one made with ``python -m densereg.data.synth --out DIR``, evaluated as it is; a folder the harness did not
@@ -31,7 +33,7 @@ from pathlib import Path
 from benchmarks.baselines.artefacts import ArtefactError
 from benchmarks.context import (PRESETS, DataRootError, RunContext, add_common, artefact_root, resolve_data, resolve_factory,
                                 valid_forms)
-from benchmarks.experiments import fig8, kablation, landmarks, segmentation, sim2real, tracking
+from benchmarks.experiments import body, fig8, kablation, landmarks, segmentation, sim2real, tracking
 from benchmarks.fitters import FITTERS, PREFIXED_FITTERS
 from benchmarks.initialisers import INITIALISERS, PREFIXED_INITIALISERS
 from densereg.data import datasets, formats
@@ -88,6 +90,9 @@ def parse_args(argv=None):
     fig8.add_arguments(figure8)
     real = sub.add_parser("sim2real", help="a DenseReg checkpoint vs dlib's 68-point predictor on real photos")
     sim2real.add_arguments(real)
+    body_parser = sub.add_parser("body", help="Fig. 10: dense correspondence for the human body (patches + UV)")
+    add_common(body_parser)
+    body.add_arguments(body_parser)
     args = parser.parse_args(argv)
     if args.command == "helen":
         if (args.init is None) == (args.method is None):
@@ -167,7 +172,8 @@ COMMANDS = {**dict.fromkeys(LANDMARK_COMMANDS, run_landmarks),
             "fig5": lambda args: kablation.run(args),
             "fig8": lambda args: _guarded(fig8.run, args),
             "300vw": lambda args: _guarded(tracking.run, args),
-            "sim2real": lambda args: _guarded(sim2real.run, args)}
+            "sim2real": lambda args: _guarded(sim2real.run, args),
+            "body": lambda args: _guarded(body.run, args)}
 
 
 def _guarded(run, args):

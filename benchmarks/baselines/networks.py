@@ -38,10 +38,10 @@ def is_finished(path):
 
 
 def label(config, preset=None):
-    """Short variant text for rows: ``cpu/K10`` (DenseReg), ``cpu/deeplab`` (DeepLab-v2)."""
+    """Short variant text for rows: ``cpu/K10`` (DenseReg), ``cpu/deeplab`` (DeepLab-v2), ``cpu/body``."""
     preset = preset or config.get("preset") or "?"
-    if config.get("task", "densereg") == "deeplab":
-        return f"{preset}/deeplab"
+    if config.get("task", "densereg") in ("deeplab", "body"):
+        return f"{preset}/{config['task']}"
     return f"{preset}/K{config.get('K')}" + ("" if config.get("variant", "q+r") == "q+r" else f"-{config['variant']}")
 
 

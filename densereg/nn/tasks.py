@@ -6,6 +6,7 @@ Each network returns a dict of named losses from ``losses(outputs, batch)`` and 
 
 from __future__ import annotations
 
+from densereg.nn import body
 from densereg.nn.config import TrainConfig
 from densereg.nn.deeplab import DeepLabV2
 from densereg.nn.model import DenseRegNet
@@ -22,7 +23,16 @@ def _build_deeplab(cfg: TrainConfig) -> DeepLabV2:
                      pretrained=cfg.init_weights, freeze_bn=cfg.freeze_bn)
 
 
-TASKS = {"densereg": _build_densereg, "deeplab": _build_deeplab}
+def _build_body(cfg: TrainConfig) -> body.BodyNet:
+    # K and variant do not apply: the patches replace the quantisation (densereg.nn.body).
+    return body.BodyNet(backbone=cfg.backbone, output_stride=cfg.output_stride, width=cfg.width,
+                        pretrained=cfg.init_weights, freeze_bn=cfg.freeze_bn)
+
+
+TASKS = {"densereg": _build_densereg, "deeplab": _build_deeplab, "body": _build_body}
+
+# Tasks whose training data are not the face fittings: task -> (training_samples(cfg), batches(samples, cfg)).
+TASK_DATA = {"body": (body.training_samples, body.BodyBatches)}
 
 
 def build_model(cfg: TrainConfig) -> DenseRegNet | DeepLabV2:

@@ -2,12 +2,15 @@
 
     python -m densereg.nn.train --preset cpu --source synthetic --out runs/synthetic/densereg-cpu
     python -m densereg.nn.train --task deeplab --preset cpu --source synthetic --out runs/synthetic/deeplab-cpu
+    python -m densereg.nn.train --task body --preset cpu --source synthetic --out runs/synthetic/body-cpu
     torchrun --nproc_per_node 4 -m densereg.nn.train --preset paper --source real --out runs/real/densereg
 
 Targets are rasterised on the fly from each image's 3D fitting (``densereg.data.groundtruth``), so the training
 set is anything with fittings: 300W-LP on real data, the synthetic benchmark's ``300W_LP/SYNTH`` otherwise.
 The same loop, data, schedule and presets train the DeepLab-v2 segmentation baseline of Table 1
 (``--task deeplab``), whose targets are the template's part labels carried through the same GT UV field.
+The body task (``--task body``, ``densereg.nn.body``) brings its own samples and batches through
+``densereg.nn.tasks.TASK_DATA``; the loop is the same.
 
 Resuming: re-running the same command into the same ``--out`` resumes from ``last.pt``; a run whose config
 (any training field: seed, learning rate, iterations, ...) or training data (``densereg.data.fingerprint``)
@@ -40,7 +43,7 @@ from densereg.geometry.shape_model import ShapeModel
 from densereg.nn.augment import augment
 from densereg.nn.checkpoint import load_model, read_checkpoint, save_checkpoint, shape_model_state  # noqa: F401
 from densereg.nn.config import ARCH_FIELDS, LATER_FIELDS, config_differences, PRESETS, TrainConfig, add_config_flags, make_config  # noqa: F401
-from densereg.nn.tasks import TASKS, build_model  # noqa: F401
+from densereg.nn.tasks import TASK_DATA, TASKS, build_model  # noqa: F401
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -102,7 +105,10 @@ class TrainingBatches(torch.utils.data.Dataset):
 
 
 def training_samples(cfg: TrainConfig) -> list[datasets.Sample]:
-    """The samples with fittings that train the network (the active source's 300W-LP-style split)."""
+    """The samples with fittings that train the network (the active source's 300W-LP-style split), or those
+    the task's own entry of ``TASK_DATA`` gives (the body task)."""
+    if cfg.task in TASK_DATA:
+        return TASK_DATA[cfg.task][0](cfg)
     if cfg.root is not None:
         root = Path(cfg.root)
     elif cfg.source == "synthetic":
@@ -180,8 +186,11 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, progress: bool = True,
     """
     out = Path(out_dir)
     samples = training_samples(cfg)
-    data = TrainingBatches(samples, cfg)          # checks the samples before anything is written
+    batches = TASK_DATA[cfg.task][1] if cfg.task in TASK_DATA else TrainingBatches
+    data = batches(samples, cfg)                  # checks the samples before anything is written
     data_fp = fingerprint(samples)
+    # the reference landmarks the targets are drawn against (the ear template); tasks without one give None
+    reference = getattr(getattr(data, "targets", None), "reference", None)
     out.mkdir(parents=True, exist_ok=True)
     distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
     rank, world = 0, 1
@@ -266,12 +275,12 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike, progress: bool = True,
             if done % cfg.checkpoint_every == 0 or done == cfg.iterations:
                 final = done == cfg.iterations and cfg.task == "densereg"
                 save_checkpoint(last, _state(model, optimizer, done, cfg, data_fp,
-                                             fit_shape_model(samples) if final else None, data.targets.reference))
+                                             fit_shape_model(samples) if final else None, reference))
         bar.update()
     bar.close()
     if rank == 0 and (step + 1) % cfg.checkpoint_every and step + 1 != cfg.iterations:
         save_checkpoint(last, _state(model, optimizer, step + 1, cfg, data_fp,   # stop_after: keep the progress
-                                     reference=data.targets.reference))
+                                     reference=reference))
     if distributed:
         torch.distributed.destroy_process_group()
     return last
