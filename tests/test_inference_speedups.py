@@ -31,7 +31,7 @@ def test_folded_batchnorm_computes_the_same_outputs(backbone):
     before = {k: v.clone() for k, v in net.state_dict().items()}
     folded = fold_batchnorm(net)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
-    x = torch.randint(0, 255, (2, 3, 64, 72), dtype=torch.uint8)
+    x = torch.randint(0, 255, (1, 3, 40, 48), dtype=torch.uint8)
     with torch.inference_mode():
         a, b = net(x, upsample=False), folded(x, upsample=False)
     for k in a:
@@ -78,3 +78,54 @@ def test_flop_count_of_known_layers():
     assert flops["conv"] == 2 * (27 * 8 * 100 + 8 * 4 * 25)
     assert flops["linear"] == 2 * 100 * 7
     assert flops["total"] == flops["conv"] + flops["linear"]
+
+
+def _reference_predict(net, images, image_scale):
+    """The read-out path before the speed-ups: plain network, tensor decode (kept here as the reference)."""
+    from densereg.nn.inputs import prepare_image
+    from densereg.readout.forward import _to_uvmap
+
+    maps = []
+    with torch.inference_mode():
+        for img in images:
+            (h, w), padded = prepare_image(img, net.output_stride, image_scale)
+            x = torch.from_numpy(padded[None]).permute(0, 3, 1, 2)
+            out = decode_torch(net(x, upsample=False), net.K, padded.shape[:2])
+            maps.append(_to_uvmap({k: v[0, :h, :w].float().numpy() for k, v in out.items()}, img.shape[:2]))
+    return maps
+
+
+def test_default_read_out_path_equals_the_plain_path():
+    from densereg.readout.forward import predict
+
+    torch.manual_seed(0)
+    net = _randomise_bn(DenseRegNet(backbone="resnet18", width=8, output_stride=8, K=10))
+    with torch.no_grad():                                         # a confident net: most pixels foreground
+        net.cls_u.weight.mul_(50)
+        net.cls_v.weight.mul_(50)
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (h, w, 3), dtype=np.uint8) for h, w in ((70, 90), (64, 64), (70, 90))]
+    fast, slow = predict(net, images, image_scale=0.75, batch_size=2), _reference_predict(net, images, 0.75)
+    for a, b in zip(fast, slow):
+        assert np.array_equal(a.mask, b.mask) and 0.02 < a.mask.mean() < 0.999
+        for k in ("u", "v", "u_q", "v_q"):
+            np.testing.assert_allclose(getattr(a, k), getattr(b, k), atol=1e-5, equal_nan=True, err_msg=k)
+        np.testing.assert_allclose(a.fg_prob, b.fg_prob, atol=1e-4)   # logits ×50 amplify the rounding
+
+
+def test_inference_form_follows_weight_changes():
+    from densereg.nn.inference import inference_form
+
+    net = _randomise_bn(DenseRegNet(backbone="resnet18", width=8, output_stride=8, K=3))
+    x = torch.randint(0, 255, (1, 3, 32, 32), dtype=torch.uint8)
+    first = inference_form(net)
+    assert inference_form(net) is first                           # cached while the weights stay
+    with torch.no_grad():
+        net.backbone.bn1.running_mean.add_(1.0)                   # an in-place change of one statistic
+    second = inference_form(net)
+    assert second is not first
+    with torch.inference_mode():
+        a, b = net(x, upsample=False)["logits_u"], second(x, upsample=False)["logits_u"]
+    assert torch.allclose(a, b, atol=1e-4)
+    assert "_densereg_inference_form" not in net.state_dict() and len(list(net.children())) == len(
+        list(DenseRegNet(backbone="resnet18", width=8, output_stride=8, K=3).children()))

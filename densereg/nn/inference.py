@@ -105,3 +105,27 @@ def count_flops(model: nn.Module, *inputs, **kwargs) -> dict[str, int]:
         for hook in hooks:
             hook.remove()
     return {**counts, "total": counts["conv"] + counts["linear"]}
+
+
+def _state_key(model: nn.Module) -> tuple:
+    """Identifies the current values of a model's tensors: storage and in-place version of each."""
+    return tuple((t.data_ptr(), t._version, t.device.type) for t in model.state_dict(keep_vars=True).values())
+
+
+def inference_form(model: nn.Module) -> nn.Module:
+    """The form ``densereg.readout.forward.predict`` runs: BatchNorm folded, weights channels-last, eval mode.
+
+    Built once per set of weights and kept on ``model`` (outside its modules and state dict); any change of a
+    weight (an optimiser step, ``load_state_dict``, ``.to(device)``) changes the key and rebuilds it, so it
+    never runs stale weights. A model in training mode is not folded (its BatchNorms use batch statistics).
+    """
+    if model.training:
+        return model
+    key = _state_key(model)
+    cached = model.__dict__.pop("_densereg_inference_form", None)   # never deep-copied into the new form
+    if cached is not None and cached[0] == key:
+        model.__dict__["_densereg_inference_form"] = cached
+        return cached[1]
+    form = fold_batchnorm(model).to(memory_format=torch.channels_last)
+    model.__dict__["_densereg_inference_form"] = (key, form)
+    return form

@@ -4,8 +4,10 @@
 
 Any image size works: each image is resized by the model's training ``image_scale`` (read from its config by
 the caller, never defaulted here), padded to a multiple of the network's output stride (so trunk features
-stay aligned with pixels), run in batches under ``torch.inference_mode``, decoded at the padded size, cropped
-and resized back to the image's own size. :func:`as_rgb` turns every accepted input kind (path, grey, RGBA,
+stay aligned with pixels), run in batches under ``torch.inference_mode`` through the network's inference form
+(BatchNorm folded into the convolutions, channels-last: ``densereg.nn.inference``, the fastest exact candidate
+that ``benchmarks/experiments/speed.py`` measured), decoded at the padded size, cropped and resized back to the
+image's own size. :func:`as_rgb` turns every accepted input kind (path, grey, RGBA,
 menpo ``Image``, torch tensor) into the ``H×W×3`` uint8 RGB the network takes, with an error that names the
 input when it cannot.
 """
@@ -26,6 +28,7 @@ import numpy as np
 import torch
 
 from densereg.data import formats
+from densereg.nn.inference import inference_form
 from densereg.nn.inputs import prepare_image
 
 
@@ -141,6 +144,7 @@ def predict(model, images, image_scale: float, batch_size: int = 8, device=None)
     images = [images] if single else list(images)
     model.eval()
     device = device or next(model.parameters()).device
+    net = inference_form(model)     # BatchNorm folded, channels-last: equal outputs, faster (see the module)
     stride = model.output_stride
     prepared = [prepare_image(img, stride, image_scale) for img in images]
     results: list[UVMap | None] = [None] * len(images)
@@ -153,7 +157,7 @@ def predict(model, images, image_scale: float, batch_size: int = 8, device=None)
                 groups.setdefault(prepared[i][1].shape[:2], []).append(i)
             for shape, idx in groups.items():
                 x = torch.from_numpy(np.stack([prepared[i][1] for i in idx])).permute(0, 3, 1, 2).to(device)
-                out = model.decode(model(x, upsample=False), size=shape)
+                out = net.decode(net(x, upsample=False), size=shape)
                 out = {k: v.float().cpu().numpy() for k, v in out.items()}
                 for j, i in enumerate(idx):
                     (h, w), orig = prepared[i][0], images[i].shape[:2]
