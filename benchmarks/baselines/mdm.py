@@ -66,6 +66,7 @@ from torch import nn
 
 from benchmarks.baselines.mdm_frame import (align_to_box, apply_affine, extract_patches, frame_transform, invert,
                                             shape_spread, warp_to_frame)
+from densereg.data.workers import single_threaded
 from densereg.geometry import mirror
 from densereg.nn.checkpoint import read_checkpoint
 from densereg.registry import lookup
@@ -306,6 +307,9 @@ def load_checkpoint(path):
 # The fitter
 
 
+SINGLE_THREAD_MAX_BATCH = 8   # fits of at most this many images run torch on one thread (see MDMFitter._fit)
+
+
 class MDMFitter:
     """A trained MDM as a harness fitter: ``fitter(image, shape) → (68, 2)``.
 
@@ -367,7 +371,20 @@ class MDMFitter:
         return self._fit(images, shapes, list(range(len(images))))
 
     def _fit(self, images, shapes, valid):
-        """``(steps, len(valid), 68, 2)``: every step's estimate for the ``valid`` images, in image pixels."""
+        """``(steps, len(valid), 68, 2)``: every step's estimate for the ``valid`` images, in image pixels.
+
+        A few images (the harness fits one at a time) run with torch on one thread: MDM's convolutions are on
+        15×15 patches, far too small to share between threads, and on the 2-core machine two threads made a
+        one-image fit ~20× slower in CPU time (thread hand-offs; ``benchmarks/experiments/fit_speed.py``). It is
+        also what the harness's forked workers always did (``densereg.data.workers``), so a fit in the main
+        process now gives the workers' numbers exactly.
+        """
+        if len(valid) <= SINGLE_THREAD_MAX_BATCH:
+            with single_threaded():
+                return self._fit_frames(images, shapes, valid)
+        return self._fit_frames(images, shapes, valid)
+
+    def _fit_frames(self, images, shapes, valid):
         size = self.config.frame_size
         affines = [frame_transform(shapes[i], self._reference, size) for i in valid]
         frames = np.stack([warp_to_frame(images[i], a, size) for i, a in zip(valid, affines)])
