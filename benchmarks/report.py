@@ -26,6 +26,8 @@ errors: a cut, header-only or missing file is reported with its name and gets no
   challenge CEDs (``results/reference/``; on synthetic data drawn as the paper's reference, not comparable),
   bottom panel the CED of every initialiser × fitter run on the 300-W test set;
 * ``figures/fig5_<source>.png``: AUC against K for the ``q`` and ``q+r`` decodings, ours against the paper's;
+* ``speed.md``: the speed table (``benchmarks.experiments.speed_table``) of ``speed.csv``, when present, also
+  shown at the end of the README section;
 * the README section between ``<!-- results:start -->`` and ``<!-- results:end -->`` (appended when the
   markers are absent): every table that holds at least one of our numbers, and the figures.
 """
@@ -38,6 +40,7 @@ import sys
 from pathlib import Path
 
 from benchmarks import records as provenance, verdicts
+from benchmarks.experiments import speed_table
 from benchmarks.figures import FIG7_CAPTION, fig5_plot, fig7
 from benchmarks.tables import LANDMARK_TABLES, LONG_COLUMNS, compare, fig5_ours, helen_ours, landmark_ours, \
     markdown, read_paper
@@ -114,11 +117,14 @@ def build_report(results_dir, paper_path, readme, problems=None):
     figures = fig7(results_dir, figures_dir, problems) + fig5_plot(tables["fig5"], figures_dir)
     # Figures other commands draw (Fig. 6 by benchmarks.experiments.segmentation) are linked when present.
     figures += sorted(figures_dir.glob("fig6_*.png"))
+    speed = speed_table.markdown(results_dir / "speed.csv")      # the speed figures (issue 16), when measured
+    if speed:
+        provenance.atomic_write_text(results_dir / "speed.md", speed)
     if readme is not None:
         readme = Path(readme)
         text = readme.read_text(encoding="utf-8") if readme.is_file() else ""
-        provenance.atomic_write_text(readme, replace_section(text, readme_section(tables, figures, readme,
-                                                                                 verdict_text)))
+        section = readme_section(tables, figures, readme, verdict_text) + ("\n" + speed if speed else "")
+        provenance.atomic_write_text(readme, replace_section(text, section))
     return tables, figures
 
 

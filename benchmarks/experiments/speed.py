@@ -1,6 +1,7 @@
 """Inference speed of the ``cpu`` preset: the candidate execution paths side by side, and the machine's limit.
 
-    python -m benchmarks.experiments.speed [--size 300] [--rounds 5] [--repeats 3] [--csv results/speed.csv]
+    python -m benchmarks.experiments.speed [--size 300] [--rounds 5] [--repeats 3] [--no-compile] [--no-raster]
+        [--csv results/speed.csv]
 
 Every candidate computes the same forward + decode at ``size×size``, batch 1, on one untrained ``cpu``-preset
 network (the speed does not depend on the weights; BatchNorm statistics are randomised so folding is not
@@ -13,12 +14,13 @@ decode`` (``densereg.nn.fast_decode``), ``folded`` (+ BatchNorm folded, ``denser
 library's default), ``folded+channels-last``, ``jit-freeze`` (TorchScript trace + freeze +
 ``optimize_for_inference``: oneDNN fusion), ``compile`` (``torch.compile``, inductor), ``onnxruntime`` (only
 when the package can be imported: it is not a dependency) and ``bf16`` (CPU autocast; not within float
-tolerance, shown for reference). Each candidate's largest difference in ``u``/``v`` from the eager path is
+tolerance, shown for reference); the library's path and ONNX Runtime also on one thread. Each candidate's largest difference in ``u``/``v`` from the eager path is
 printed beside its speed. Int8 quantisation is measured separately (``--int8``) because it needs a trained
 checkpoint to state its read-out error.
 
 Also stated: the preset's FLOPs per image (``densereg.nn.inference.count_flops``) and the machine's measured
-float32 matmul GFLOP/s, so the achieved fraction of the machine's practical limit is on record.
+float32 matmul GFLOP/s, so the achieved fraction of the machine's practical limit is on record, and (unless
+``--no-raster``) the ground-truth rasteriser's renders/s.
 """
 
 from __future__ import annotations
@@ -95,6 +97,7 @@ def candidates(net: DenseRegNet, x: torch.Tensor, with_compile: bool = True) -> 
     cl = fold_batchnorm(net).to(memory_format=torch.channels_last)
     xcl = x.contiguous(memory_format=torch.channels_last)
     found["folded+channels-last"] = lambda: cl.decode(cl(xcl, upsample=False), size)
+    found["folded+channels-last, 1 thread"] = _one_thread(found["folded+channels-last"])
     try:
         with torch.no_grad():
             frozen = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(_Heads(net).eval(), x)))
@@ -113,6 +116,9 @@ def candidates(net: DenseRegNet, x: torch.Tensor, with_compile: bool = True) -> 
     if not isinstance(found["onnxruntime"], str):
         run = found["onnxruntime"]
         found["onnxruntime"] = lambda: net.decode(_as_dict(torch.from_numpy(a) for a in run()), size)
+        run1 = _onnxruntime(folded, x, threads=1)
+        found["onnxruntime, 1 thread"] = _one_thread(lambda: net.decode(_as_dict(torch.from_numpy(a) for a in run1()),
+                                                                         size))
 
     def bf16():
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -122,7 +128,20 @@ def candidates(net: DenseRegNet, x: torch.Tensor, with_compile: bool = True) -> 
     return found
 
 
-def _onnxruntime(model, x):
+def _one_thread(fn):
+    """``fn`` run with torch on one thread (restored after): on a busy machine, threads that wait on each other
+    cost more than they share."""
+    def run():
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return fn()
+        finally:
+            torch.set_num_threads(threads)
+    return run
+
+
+def _onnxruntime(model, x, threads=None):
     """A callable running ``model`` under ONNX Runtime, or the reason it cannot (not installed, export fails)."""
     try:
         import onnxruntime as ort
@@ -135,7 +154,7 @@ def _onnxruntime(model, x):
         x01 = x.float() / 255.0              # float input in [0, 1]: what the network expects of floats
         torch.onnx.export(_Heads(model).eval(), (x01,), buf, opset_version=17, dynamo=False)
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = torch.get_num_threads()
+        opts.intra_op_num_threads = threads or torch.get_num_threads()
         session = ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
         feed = {name: x01.numpy()}
@@ -235,15 +254,34 @@ def run(size: int = 300, rounds: int = 5, repeats: int = 3, with_compile: bool =
     return report(found, times, reference, flops, gflops, size)
 
 
+def raster(renders: int = 200) -> list[dict]:
+    """The ground-truth renderer's figure (``densereg.geometry.raster_bench``: 20k triangles at 256², one
+    thread), printed with its target, as a row."""
+    from densereg.geometry import raster_bench
+
+    r = raster_bench.benchmark(renders=renders)
+    print(f"rasteriser: {r['renders_per_s']:.1f} renders/s wall, {r['cpu_renders_per_s']:.1f} renders/s by CPU time "
+          f"({r['triangles']} triangles, {r['size']}x{r['size']}, one thread; target >= "
+          f"{raster_bench.TARGET_RENDERS_PER_S:g}); load {r['load']}")
+    return [{"figure": "raster", "candidate": "rasterize", "value": round(r["renders_per_s"], 1),
+             "unit": "renders/s", "target": raster_bench.TARGET_RENDERS_PER_S,
+             "cpu_ms": round(r["ms_per_render"] * r["renders_per_s"] / r["cpu_renders_per_s"], 3),
+             "size": r["size"], "threads": 1, "load": r["load"],
+             "note": f"{r['triangles']} triangles; {r['cpu_renders_per_s']:.1f} renders/s by CPU time"}]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.experiments.speed", description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile (its first build is slow)")
+    parser.add_argument("--no-raster", action="store_true", help="skip the rasteriser's figure")
     parser.add_argument("--csv", type=Path, default=None, help="append the rows to this CSV (results/speed.csv)")
     args = parser.parse_args(argv)
     rows = run(args.size, args.rounds, args.repeats, with_compile=not args.no_compile)
+    if not args.no_raster:
+        rows += raster()
     if args.csv:
         from benchmarks.records import append_speed_rows
 
