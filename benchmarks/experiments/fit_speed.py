@@ -8,8 +8,16 @@ as :mod:`benchmarks.experiments.mdm_alone` does (5 % of the side). Times are wal
 time per image, measured in interleaved rounds because the machine is shared; the load average is printed
 beside each figure. MDM is timed two ways: ``mdm (2 threads)``, the fit as it ran in the main process before
 (torch's default threads), and ``mdm``, the fitter now (one thread for a few images; ``MDMFitter._fit``); the
-largest difference between their landmarks is printed. AAM is timed as it is (its profile is in the speed notes
-of the README: the menpofit Wiberg loop's appearance reconstruction and projections, memory-bound).
+largest difference between their landmarks is printed. AAM is timed as it is.
+
+Where AAM's time goes (cProfile by CPU time, 12 synthetic faces, BLAS on one thread): about a sixth in
+menpo's ``PCAModel.instance``, the full-resolution appearance instance rebuilt at every Wiberg iteration (150
+components × 68 patches × 13² pixels × 2 IGO channels, float64: a memory-bound read of the whole basis);
+about an eighth in the ``dot`` calls of the projection onto and out of the appearance subspace; the patch
+extraction, the gradient of the instance, the steepest-descent images and the similarity alignment of the
+shape model share most of the rest, none above a tenth. Halving it needs the instance and its gradient at the
+sampled pixels only, or the projections precomputed: each changes the floating-point results, so neither is
+done here.
 """
 
 from __future__ import annotations
