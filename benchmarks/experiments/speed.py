@@ -249,7 +249,8 @@ def report(found: dict, times: dict, reference: dict, flops: float, gflops: tupl
                      "best": round(1 / best, 2), "ratio": round(ratio, 2),
                      "cpu_ms": round(1000 * cpu, 1), "cpu_ratio": round(cpu_ratio, 2), "target": TARGET_IMAGES_PER_S,
                      "model": "cpu (resnet18 w32 OS8)", "size": size, "batch": 1,
-                     "dtype": "bf16" if "bf16" in name else "fp32", "threads": torch.get_num_threads(),
+                     "dtype": "bf16" if "bf16" in name else "fp32",
+                     "threads": 1 if name.endswith("1 thread") else torch.get_num_threads(),
                      "load": load, "note": f"max |duv| {diff:.1e}; {flops / 1e9:.2f} GFLOP/image"})
     rows.append({"figure": "matmul", "candidate": "torch.mm 1024 fp32", "value": round(gflops, 1),
                  "unit": "GFLOP/s", "threads": torch.get_num_threads(), "load": load_average(),

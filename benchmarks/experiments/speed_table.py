@@ -12,7 +12,7 @@ from pathlib import Path
 
 from benchmarks import records
 
-ORDER = ("inference", "matmul", "raster", "fit", "gpu-infer", "gpu-train")
+ORDER = ("inference", "int8", "matmul", "raster", "fit", "gpu-infer", "gpu-train")
 KEY = ("figure", "candidate", "model", "size", "batch", "dtype", "threads", "device")
 
 
