@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-TARGETS="test test-all data bench table1 table2 table3 table4 fig5 fig7 fig8 fig10 sim2real all"
+TARGETS="test test-all data bench gpu-bench table1 table2 table3 table4 fig5 fig7 fig8 fig10 sim2real all"
 
 usage() {
   echo "usage: ./reproduce.sh TARGET   (one of: $TARGETS)" >&2
@@ -67,8 +67,31 @@ case "$target" in
   test)      exec $PY -m pytest -q -m "not slow" "$@" ;;
   test-all)  exec $PY -m pytest -q "$@" ;;
   data)      exec $PY -m densereg.data.synth "$@" ;;
-  bench)     $PY -m densereg.geometry.raster_bench --bench
-             $PY -m densereg.readout.landmarks --bench ;;
+  bench)     # every speed figure of issue 16 with its target; rows (device, load, date) to results/speed.csv
+             $PY -m benchmarks.experiments.speed --csv results/speed.csv
+             $PY -m densereg.readout.landmarks --bench
+             if [ -f runs/synthetic/aam.pkl ] && [ -f runs/synthetic/mdm-cpu/mdm.pt ] && [ -d data/synthetic/300W ]; then
+               $PY -m benchmarks.experiments.fit_speed --root data/synthetic --aam runs/synthetic/aam.pkl \
+                 --mdm runs/synthetic/mdm-cpu/mdm.pt --csv results/speed.csv
+             else
+               echo "[bench] AAM/MDM fitting not timed: needs data/synthetic and the trained runs/synthetic/aam.pkl," \
+                    "runs/synthetic/mdm-cpu/mdm.pt (./reproduce.sh table2 builds them)" >&2
+             fi
+             echo "[bench] table2 / all wall times: printed at the end of ./reproduce.sh table2 (target <= 15 min" \
+                  "fresh, <= 2 min cached) and all (<= 90 min); not re-run here"
+             $PY -m benchmarks.report ;;
+  gpu-bench) # the paper preset on a GPU machine: inference, training, DDP on every GPU (rows to results/speed.csv)
+             n=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
+             if [ "$n" -lt 1 ]; then
+               echo "gpu-bench: no GPU here; the script's CPU smoke test is:" \
+                    "$PY -m benchmarks.experiments.gpu_bench --part infer --smoke" >&2
+               exit 3
+             fi
+             $PY -m benchmarks.experiments.gpu_bench --part infer --csv results/speed.csv
+             $PY -m benchmarks.experiments.gpu_bench --part train --csv results/speed.csv
+             $PY -m torch.distributed.run --standalone --nproc_per_node "$n" \
+               -m benchmarks.experiments.gpu_bench --part train --csv results/speed.csv
+             $PY -m benchmarks.report ;;
   table2|fig7)
     pick_source 300W; banner
     start=$(date +%s)

@@ -150,6 +150,12 @@ SCHEMAS = {
          "uv_auc_all", "uv_failure_all", "n_pixels", "n_images", "iterations", "train_seconds", "eval_seconds",
          "source", "preset", "seed", "artefacts", *PROVENANCE),
         ("split", "artefacts", "source", "preset", "seed")),
+    # benchmarks.experiments.speed / fit_speed / gpu_bench, densereg.readout.forward --bench: one row per timed
+    # figure and candidate; rows accumulate (the date is in the key), the report shows the latest per key.
+    "speed": Schema(
+        ("figure", "candidate", "value", "unit", "target", "best", "ratio", "cpu_ms", "cpu_ratio", "model", "size",
+         "batch", "dtype", "threads", "load", "note", *PROVENANCE),
+        ("figure", "candidate", "model", "size", "batch", "dtype", "threads", "device", "date")),
 }
 ERROR_COLUMNS = ("name", "error", "status", "message", "seconds")
 
@@ -260,6 +266,12 @@ def upsert_csv_row(path, row, columns, key):
     """One-row :func:`upsert_rows` with explicit columns and key (for tables without a registered schema)."""
     with locked(path):
         return _upsert_unlocked(path, [row], columns, key)
+
+
+def append_speed_rows(path, rows, device):
+    """Add timing rows (``SCHEMAS["speed"]`` columns) to ``path`` with the provenance columns filled in."""
+    provenance = stamp(device)
+    return upsert_rows(path, [{**provenance, **row} for row in rows], SCHEMAS["speed"])
 
 
 def write_run(table_path, rows, schema, errors_path=None, errors=None):

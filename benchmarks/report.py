@@ -29,6 +29,8 @@ errors: a cut, header-only or missing file is reported with its name and gets no
 * ``figures/fig5_<source>.png``: AUC against K for the ``q`` and ``q+r`` decodings, ours against the paper's;
 * ``table3_categories.md`` and ``figures/table3_ced_<source>-<preset>.png``: Table 3's rows per 300-VW
   category, and their CEDs (``benchmarks.experiments.tracking_report``);
+* ``speed.md``: the speed table (``benchmarks.experiments.speed_table``) of ``speed.csv``, when present, also
+  shown at the end of the README section;
 * the README section between ``<!-- results:start -->`` and ``<!-- results:end -->`` (appended when the
   markers are absent): every table that holds at least one of our numbers, and the figures.
 """
@@ -41,7 +43,7 @@ import sys
 from pathlib import Path
 
 from benchmarks import records as provenance, verdicts
-from benchmarks.experiments import tracking_report
+from benchmarks.experiments import speed_table, tracking_report
 from benchmarks.figures import FIG7_CAPTION, fig5_plot, fig7, fig12
 from benchmarks.tables import LANDMARK_TABLES, LONG_COLUMNS, compare, fig5_ours, helen_ours, landmark_ours, \
     markdown, read_paper
@@ -124,11 +126,14 @@ def build_report(results_dir, paper_path, readme, problems=None):
     # benchmarks.experiments.fig8, Fig. 11 by benchmarks.experiments.ear_pairs) are linked when present.
     figures += sorted(figures_dir.glob("fig6_*.png")) + sorted(figures_dir.glob("fig8_*.png")) \
         + sorted(figures_dir.glob("fig11_*.png"))
+    speed = speed_table.markdown(results_dir / "speed.csv")      # the speed figures (issue 16), when measured
+    if speed:
+        provenance.atomic_write_text(results_dir / "speed.md", speed)
     if readme is not None:
         readme = Path(readme)
         text = readme.read_text(encoding="utf-8") if readme.is_file() else ""
-        provenance.atomic_write_text(readme, replace_section(text, readme_section(tables, figures, readme,
-                                                                                 verdict_text)))
+        section = readme_section(tables, figures, readme, verdict_text) + ("\n" + speed if speed else "")
+        provenance.atomic_write_text(readme, replace_section(text, section))
     return tables, figures
 
 

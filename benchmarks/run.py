@@ -36,7 +36,7 @@ from benchmarks.context import (PRESETS, DataRootError, RunContext, add_common, 
 from benchmarks.experiments import body, fig8, kablation, landmarks, segmentation, sim2real, tracking
 from benchmarks.fitters import FITTERS, PREFIXED_FITTERS
 from benchmarks.initialisers import INITIALISERS, PREFIXED_INITIALISERS
-from densereg.data import datasets, formats
+from densereg.data import datasets, formats, shards
 
 LANDMARK_COMMANDS = ("300w", "ears", "helen")
 
@@ -146,7 +146,8 @@ def run_landmarks(args):
             norm=protocol.norm, workers=args.workers, tag=tag, progress=not args.no_progress)
     except (NotImplementedError, LookupError, ValueError, OSError, formats.DatasetError, ArtefactError) as e:
         raise RunError(_error_text(e)) from e
-    _print_report(row, results, table, err_path, replaced)
+    if shards.is_writer():                     # under torchrun, rank 0 reports what it wrote
+        _print_report(row, results, table, err_path, replaced)
     return row
 
 

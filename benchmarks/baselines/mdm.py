@@ -66,6 +66,7 @@ from torch import nn
 
 from benchmarks.baselines.mdm_frame import (align_to_box, apply_affine, extract_patches, frame_transform, invert,
                                             shape_spread, warp_to_frame)
+from densereg.data.workers import single_threaded
 from densereg.geometry import mirror
 from densereg.nn.checkpoint import read_checkpoint
 from densereg.registry import lookup
@@ -153,16 +154,13 @@ class MDMConfig:
 # synthetic training split. The published network costs ~0.6 s per image-iteration on this CPU (80M parameters,
 # mostly the 3→32 conv over 68 patches of 30×30), so cpu keeps its structure at half the resolution (diagonal
 # 100, 15×15 patches: the same field of view) with 16 filters: ~0.24 s per 16-image iteration on one thread
-# (measured under load ~2.5; 3-4× that when the machine is shared), 1400 iterations ≈ 6 min. That is 22k
-# image-steps, 0.4 % of the published 6M, so the schedule is short: Adam 1e-3 (2e-3 stalled on a plateau in one
-# of two runs), batch 16 (batch 8 at equal images learnt no faster), no decay within the 1400 iterations (the
-# ×0.1 comes at 2000, for a longer resumed run): decaying at 1000 ended 0.02 AUC lower on both seeds tried,
-# the EMA already averages the last steps. Training NME per 200 iterations (seed 0): 0.25, 0.16, 0.13, 0.11,
-# 0.106, 0.095, 0.090: slowing but not flat. Held-out AUC@0.1 (first 200 synthetic test faces, seeds 0/1) at
-# 1400 iterations: 0.57/0.56 from a jittered GT box, 0.52/0.52 from DenseReg's landmarks (DenseReg alone 0.34);
-# twice the budget (2800, ×0.1 at 2000) reaches 0.63 / 0.56, so cpu is budget-bound. Frames are standardised,
-# the loss's eye distance is floored (``iod_floor``) and half the starts are blended towards the GT
-# (``blend_p``): see the module docstring.
+# (under load ~2.5), 1400 iterations ≈ 6 min: 22k image-steps, 0.4 % of the published 6M. Adam 1e-3 (2e-3
+# stalled on a plateau in one of two runs), batch 16 (batch 8 at equal images learnt no faster), no decay within
+# the 1400 iterations (×0.1 at 2000, for a longer resumed run): decaying at 1000 ended 0.02 AUC lower on both
+# seeds tried. Training NME per 200 iterations (seed 0): 0.25, 0.16, 0.13, 0.11, 0.106, 0.095, 0.090. Held-out
+# AUC@0.1 (first 200 synthetic test faces, seeds 0/1) at 1400 iterations: 0.57/0.56 from a jittered GT box,
+# 0.52/0.52 from DenseReg's landmarks (DenseReg alone 0.34); twice the budget (2800, ×0.1 at 2000) reaches
+# 0.63 / 0.56, so cpu is budget-bound. Standardised frames, ``iod_floor``, ``blend_p``: the module docstring.
 PRESETS = {
     "paper": {},
     "cpu": dict(patch_size=15, reference_diagonal=100.0, frame_size=128, conv_channels=16, batch_size=16,
@@ -309,6 +307,9 @@ def load_checkpoint(path):
 # The fitter
 
 
+SINGLE_THREAD_MAX_BATCH = 8   # fits of at most this many images run torch on one thread (see MDMFitter._fit)
+
+
 class MDMFitter:
     """A trained MDM as a harness fitter: ``fitter(image, shape) → (68, 2)``.
 
@@ -370,7 +371,20 @@ class MDMFitter:
         return self._fit(images, shapes, list(range(len(images))))
 
     def _fit(self, images, shapes, valid):
-        """``(steps, len(valid), 68, 2)``: every step's estimate for the ``valid`` images, in image pixels."""
+        """``(steps, len(valid), 68, 2)``: every step's estimate for the ``valid`` images, in image pixels.
+
+        A few images (the harness fits one at a time) run with torch on one thread: MDM's convolutions are on
+        15×15 patches, far too small to share between threads, and on the 2-core machine two threads made a
+        one-image fit ~20× slower in CPU time (thread hand-offs; ``benchmarks/experiments/fit_speed.py``). It is
+        also what the harness's forked workers always did (``densereg.data.workers``), so a fit in the main
+        process now gives the workers' numbers exactly.
+        """
+        if len(valid) <= SINGLE_THREAD_MAX_BATCH:
+            with single_threaded():
+                return self._fit_frames(images, shapes, valid)
+        return self._fit_frames(images, shapes, valid)
+
+    def _fit_frames(self, images, shapes, valid):
         size = self.config.frame_size
         affines = [frame_transform(shapes[i], self._reference, size) for i in valid]
         frames = np.stack([warp_to_frame(images[i], a, size) for i, a in zip(valid, affines)])

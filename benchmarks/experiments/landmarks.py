@@ -46,7 +46,7 @@ from benchmarks import metrics, records
 from benchmarks.context import Miss
 from benchmarks.fitters import get_fitter
 from benchmarks.initialisers import get_initialiser
-from densereg.data import formats
+from densereg.data import formats, shards
 from densereg.data.workers import WorkerDied, WorkersKeptDying, supervised_imap
 
 
@@ -182,16 +182,17 @@ def _died(sample, death):
             "seconds": death.seconds}
 
 
-def _evaluate_in_workers(samples, methods, norm, workers, seed, bar):
-    """The per-sample dicts of :func:`evaluate`, computed in forked workers that inherit ``methods``."""
-    def task(index):
-        seed_everything(seed, index)
-        return evaluate_sample(samples[index], *methods, norm)
+def _evaluate_in_workers(samples, indices, methods, norm, workers, seed, bar):
+    """The per-sample dicts of :func:`evaluate` for ``samples[indices]``, computed in forked workers that
+    inherit ``methods``."""
+    def task(k):
+        seed_everything(seed, indices[k])
+        return evaluate_sample(samples[indices[k]], *methods, norm)
 
-    results = [None] * len(samples)
+    results = [None] * len(indices)
     try:
-        for index, result in supervised_imap(task, len(samples), workers, MAX_DEATHS_IN_A_ROW):
-            results[index] = _died(samples[index], result) if isinstance(result, WorkerDied) else result
+        for k, result in supervised_imap(task, len(indices), workers, MAX_DEATHS_IN_A_ROW):
+            results[k] = _died(samples[indices[k]], result) if isinstance(result, WorkerDied) else result
             bar.update()
     except WorkersKeptDying as e:
         listed = "; ".join(f"{samples[i].name} ({cause})" for i, cause in e.deaths)
@@ -204,6 +205,9 @@ def _evaluate_in_workers(samples, methods, norm, workers, seed, bar):
 def evaluate(samples, methods, norm, workers=1, seed=0, progress=True, desc=""):
     """Evaluate every sample with ``methods = (init, fit)``, in sample order; ``workers > 1`` forks.
 
+    Under ``torchrun`` this rank evaluates its shard only (``densereg.data.shards``) and every rank gets all
+    the results back in sample order; image ``i`` is seeded from ``(seed, i)`` wherever it runs.
+
     Returns:
         the per-sample dicts of :func:`evaluate_sample` (``worker-died`` ones for images whose worker died).
 
@@ -212,17 +216,19 @@ def evaluate(samples, methods, norm, workers=1, seed=0, progress=True, desc=""):
     """
     from tqdm import tqdm
 
-    bar = tqdm(total=len(samples), desc=desc, unit="img", file=sys.stderr, disable=not progress)
+    shard = shards.current()
+    indices = shard.indices(len(samples))
+    bar = tqdm(total=len(indices), desc=desc, unit="img", file=sys.stderr, disable=not progress)
     results = []
     if workers <= 1:
-        for index, sample in enumerate(samples):
+        for index in indices:
             seed_everything(seed, index)
-            results.append(evaluate_sample(sample, *methods, norm))
+            results.append(evaluate_sample(samples[index], *methods, norm))
             bar.update()
     else:
-        results = _evaluate_in_workers(samples, methods, norm, workers, seed, bar)
+        results = _evaluate_in_workers(samples, indices, methods, norm, workers, seed, bar)
     bar.close()
-    return results
+    return shards.gather_in_order(shard, indices, results, len(samples))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -303,7 +309,9 @@ def run(samples, init_spec, fitter_spec, ctx, *, split, results_dir, norm, worke
     Returns:
         ``(row, results, table_path, errors_path, n_replaced)``.
     """
-    methods = build_methods(init_spec, fitter_spec, ctx)   # builds (or checks) every artefact, recorded in ctx
+    shard = shards.current()
+    with shards.rank_zero_first(shard):                     # under torchrun: one rank trains, the others load
+        methods = build_methods(init_spec, fitter_spec, ctx)   # builds (or checks) every artefact, recorded in ctx
     device = method_device(ctx)
     results = evaluate(samples, methods, norm, workers=workers, seed=ctx.seed, progress=progress,
                        desc=f"{ctx.dataset}/{split} {init_spec}+{fitter_spec}")
@@ -314,5 +322,7 @@ def run(samples, init_spec, fitter_spec, ctx, *, split, results_dir, norm, worke
                            ctx.seed, ctx.identity())
     row = summary_row(results, key, device, err_path.relative_to(results_dir).as_posix())
     table = results_table(results_dir, ctx.dataset)
-    replaced = records.write_run(table, [row], SCHEMA, err_path, error_rows(results))
+    replaced = 0
+    if shards.is_writer(shard):                             # under torchrun only rank 0 writes
+        replaced = records.write_run(table, [row], SCHEMA, err_path, error_rows(results))
     return row, results, table, err_path, replaced

@@ -65,30 +65,36 @@ def _edge_owned(dx, dy):
 
 
 @njit(cache=True, nogil=True)
-def _scan(verts, tris, height, width, zbuf, tbuf, bbuf):
-    """Z-buffered scan of every triangle's bounding box with incremental integer edge functions."""
+def _snap(verts, X, Y, ok):
+    """Vertex positions in 1/SUBPIXEL fixed point; ``ok`` False for non-finite or far-off corners."""
     S = SUBPIXEL
-    n = verts.shape[0]
-    X = np.empty(n, dtype=np.int64)
-    Y = np.empty(n, dtype=np.int64)
-    ok = np.empty(n, dtype=np.bool_)
-    for k in range(n):
+    for k in range(verts.shape[0]):
         x, y, z = verts[k, 0], verts[k, 1], verts[k, 2]
         # NaN fails every comparison, so non-finite corners are rejected here too.
         ok[k] = abs(x) < _MAX_COORD and abs(y) < _MAX_COORD and abs(z) < np.inf
         X[k] = np.int64(np.floor(x * S + 0.5)) if ok[k] else 0
         Y[k] = np.int64(np.floor(y * S + 0.5)) if ok[k] else 0
+
+
+@njit(cache=True, nogil=True)
+def _scan(verts, tris, height, width, zbuf, tbuf, bbuf):
+    """Z-buffered scan of every triangle's bounding box with incremental integer edge functions.
+
+    Speed (``raster_bench``; the pixel loop is most of the time): each edge function carries its top-left
+    bias, so "inside" is one sign test of the three OR-ed together, and the candidate depth is computed before
+    that test so the loop has a single, combined branch. Every value is computed exactly as before (the same
+    integers, the same float expressions), so the output is bit-identical (``tests/test_rasterize.py``).
+    """
+    S = SUBPIXEL
+    n = verts.shape[0]
+    X = np.empty(n, dtype=np.int64)
+    Y = np.empty(n, dtype=np.int64)
+    ok = np.empty(n, dtype=np.bool_)
+    _snap(verts, X, Y, ok)
     for t in range(tris.shape[0]):
         a, b, c = tris[t, 0], tris[t, 1], tris[t, 2]
         if not (ok[a] and ok[b] and ok[c]):
             continue
-        area = (X[b] - X[a]) * (Y[c] - Y[a]) - (Y[b] - Y[a]) * (X[c] - X[a])
-        if area == 0:
-            continue
-        swapped = area < 0  # a back-facing triangle: swap two corners so the interior is positive
-        if swapped:
-            b, c = c, b
-            area = -area
         xa, ya, xb, yb, xc, yc = X[a], Y[a], X[b], Y[b], X[c], Y[c]
         # Bounding box of pixel centres, clipped to the image (ceil/floor of fixed-point / S).
         j0 = max(-((-min(xa, xb, xc)) // S), 0)
@@ -97,6 +103,14 @@ def _scan(verts, tris, height, width, zbuf, tbuf, bbuf):
         i1 = min(max(ya, yb, yc) // S, height - 1)
         if j0 > j1 or i0 > i1:
             continue
+        area = (xb - xa) * (yc - ya) - (yb - ya) * (xc - xa)
+        if area == 0:
+            continue
+        swapped = area < 0  # a back-facing triangle: swap two corners so the interior is positive
+        if swapped:
+            b, c = c, b
+            xb, yb, xc, yc = xc, yc, xb, yb
+            area = -area
         # Edge k is opposite corner k; its function is that corner's unnormalised barycentric weight.
         dx0, dy0 = xc - xb, yc - yb
         dx1, dy1 = xa - xc, ya - yc
@@ -105,32 +119,34 @@ def _scan(verts, tris, height, width, zbuf, tbuf, bbuf):
         bias1 = 0 if _edge_owned(dx1, dy1) else -1
         bias2 = 0 if _edge_owned(dx2, dy2) else -1
         px, py = j0 * S, i0 * S
-        r0 = dx0 * (py - yb) - dy0 * (px - xb)
-        r1 = dx1 * (py - yc) - dy1 * (px - xc)
-        r2 = dx2 * (py - ya) - dy2 * (px - xa)
+        # Biased edge functions: the pixel is inside when all three are >= 0, i.e. when their OR is.
+        r0 = dx0 * (py - yb) - dy0 * (px - xb) + bias0
+        r1 = dx1 * (py - yc) - dy1 * (px - xc) + bias1
+        r2 = dx2 * (py - ya) - dy2 * (px - xa) + bias2
+        s0, s1, s2 = dy0 * S, dy1 * S, dy2 * S
         inv = 1.0 / area
         za, zb, zc = verts[a, 2], verts[b, 2], verts[c, 2]
         for i in range(i0, i1 + 1):
             e0, e1, e2 = r0, r1, r2
+            zrow = zbuf[i]
             for j in range(j0, j1 + 1):
-                if e0 + bias0 >= 0 and e1 + bias1 >= 0 and e2 + bias2 >= 0:
-                    l0 = e0 * inv
-                    l1 = e1 * inv
-                    l2 = e2 * inv
-                    z = l0 * za + l1 * zb + l2 * zc
-                    if z > zbuf[i, j]:
-                        zbuf[i, j] = z
-                        tbuf[i, j] = t
-                        bbuf[i, j, 0] = l0
-                        if swapped:
-                            bbuf[i, j, 1] = l2
-                            bbuf[i, j, 2] = l1
-                        else:
-                            bbuf[i, j, 1] = l1
-                            bbuf[i, j, 2] = l2
-                e0 -= dy0 * S
-                e1 -= dy1 * S
-                e2 -= dy2 * S
+                l0 = (e0 - bias0) * inv
+                l1 = (e1 - bias1) * inv
+                l2 = (e2 - bias2) * inv
+                z = l0 * za + l1 * zb + l2 * zc
+                if ((e0 | e1 | e2) >= 0) & (z > zrow[j]):
+                    zrow[j] = z
+                    tbuf[i, j] = t
+                    bbuf[i, j, 0] = l0
+                    if swapped:
+                        bbuf[i, j, 1] = l2
+                        bbuf[i, j, 2] = l1
+                    else:
+                        bbuf[i, j, 1] = l1
+                        bbuf[i, j, 2] = l2
+                e0 -= s0
+                e1 -= s1
+                e2 -= s2
             r0 += dx0 * S
             r1 += dx1 * S
             r2 += dx2 * S

@@ -36,6 +36,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from densereg.nn.backbone import build_backbone, load_backbone_weights
+from densereg.nn.fast_decode import decode_cpu
 from densereg.nn.quantize import bin_centre, decode_bins, residual_in_bins, uv_to_class
 
 # --------------------------------------------------------------------------------------------------
@@ -261,7 +262,19 @@ def densereg_losses(outputs: dict[str, torch.Tensor], targets: dict[str, torch.T
 
 @torch.no_grad()
 def decode(outputs: dict[str, torch.Tensor], K: int, size: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
-    """Turns raw outputs into a UV field (eq. 3).
+    """Turns raw outputs into a UV field (eq. 3); see :func:`decode_torch` for the rule and the keys.
+
+    CPU tensors go through ``densereg.nn.fast_decode.decode_cpu`` (one compiled pass per pixel, equal up to
+    float rounding and about 3× faster there); others through :func:`decode_torch`.
+    """
+    if all(v.device.type == "cpu" for v in outputs.values()):
+        return decode_cpu(outputs, K, size)
+    return decode_torch(outputs, K, size)
+
+
+@torch.no_grad()
+def decode_torch(outputs: dict[str, torch.Tensor], K: int, size: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
+    """Turns raw outputs into a UV field (eq. 3), with tensor operations on any device.
 
     Foreground is decided jointly from both axes: ``fg_prob = 1 - (P_u(class 0) + P_v(class 0)) / 2``,
     foreground where ``fg_prob > 0.5``. The bin of each axis is the argmax over the K bin classes only, so

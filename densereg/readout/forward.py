@@ -4,8 +4,10 @@
 
 Any image size works: each image is resized by the model's training ``image_scale`` (read from its config by
 the caller, never defaulted here), padded to a multiple of the network's output stride (so trunk features
-stay aligned with pixels), run in batches under ``torch.inference_mode``, decoded at the padded size, cropped
-and resized back to the image's own size. :func:`as_rgb` turns every accepted input kind (path, grey, RGBA,
+stay aligned with pixels), run in batches under ``torch.inference_mode`` through the network's inference form
+(BatchNorm folded into the convolutions, channels-last: ``densereg.nn.inference``, the fastest exact candidate
+that ``benchmarks/experiments/speed.py`` measured), decoded at the padded size, cropped and resized back to the
+image's own size. :func:`as_rgb` turns every accepted input kind (path, grey, RGBA,
 menpo ``Image``, torch tensor) into the ``H×W×3`` uint8 RGB the network takes, with an error that names the
 input when it cannot.
 """
@@ -26,6 +28,7 @@ import numpy as np
 import torch
 
 from densereg.data import formats
+from densereg.nn.inference import inference_form
 from densereg.nn.inputs import prepare_image
 
 
@@ -141,6 +144,7 @@ def predict(model, images, image_scale: float, batch_size: int = 8, device=None)
     images = [images] if single else list(images)
     model.eval()
     device = device or next(model.parameters()).device
+    net = inference_form(model)     # BatchNorm folded, channels-last: equal outputs, faster (see the module)
     stride = model.output_stride
     prepared = [prepare_image(img, stride, image_scale) for img in images]
     results: list[UVMap | None] = [None] * len(images)
@@ -153,7 +157,7 @@ def predict(model, images, image_scale: float, batch_size: int = 8, device=None)
                 groups.setdefault(prepared[i][1].shape[:2], []).append(i)
             for shape, idx in groups.items():
                 x = torch.from_numpy(np.stack([prepared[i][1] for i in idx])).permute(0, 3, 1, 2).to(device)
-                out = model.decode(model(x, upsample=False), size=shape)
+                out = net.decode(net(x, upsample=False), size=shape)
                 out = {k: v.float().cpu().numpy() for k, v in out.items()}
                 for j, i in enumerate(idx):
                     (h, w), orig = prepared[i][0], images[i].shape[:2]
@@ -212,7 +216,8 @@ BENCH_MODELS = {  # name -> DenseRegNet arguments; "cpu" is the cpu training pre
 def benchmark(size: int = 300, batch: int = 1, repeats: int = 5, bf16: bool = False) -> list[dict]:
     """Inference images/s of each ``BENCH_MODELS`` network at ``size×size`` on the current device.
 
-    Times forward + decode at input resolution (what ``predict`` does), after one warm-up batch.
+    Times what ``predict`` runs, forward (the inference form: BatchNorm folded, channels-last) + decode at
+    input resolution, after one warm-up batch. Rows use the columns of ``results/speed.csv``.
     """
     import platform
 
@@ -223,8 +228,9 @@ def benchmark(size: int = 300, batch: int = 1, repeats: int = 5, bf16: bool = Fa
              else f"cpu: {platform.processor() or platform.machine()} ({os.cpu_count()} cores)")
     rows = []
     for name, kw in BENCH_MODELS.items():
-        model = DenseRegNet(K=10, **kw).to(device).eval()
+        model = inference_form(DenseRegNet(K=10, **kw).to(device).eval())
         x = torch.randint(0, 255, (batch, 3, size, size), dtype=torch.uint8, device=device)
+        x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
             model.decode(model(x, upsample=False), size=(size, size))
             if device == "cuda":
@@ -235,20 +241,23 @@ def benchmark(size: int = 300, batch: int = 1, repeats: int = 5, bf16: bool = Fa
             if device == "cuda":
                 torch.cuda.synchronize()
         seconds = (time.perf_counter() - start) / repeats
-        rows.append({"model": name, "size": size, "batch": batch, "bf16": bf16,
-                     "images_per_s": round(batch / seconds, 2), "ms_per_image": round(1000 * seconds / batch, 1),
-                     "threads": torch.get_num_threads(), "device": where})
-        print(f"{name:<24s} {size}x{size} batch {batch}: {rows[-1]['images_per_s']:8.2f} images/s "
-              f"({rows[-1]['ms_per_image']} ms/image)")
+        rows.append({"figure": "inference", "candidate": "library path", "value": round(batch / seconds, 2),
+                     "unit": "images/s", "model": name, "size": size, "batch": batch,
+                     "dtype": "bf16" if bf16 else "fp32", "threads": torch.get_num_threads(),
+                     "load": round(os.getloadavg()[0], 2), "device": where,
+                     "note": f"densereg.readout.forward --bench ({1000 * seconds / batch:.1f} ms/image)"})
+        print(f"{name:<24s} {size}x{size} batch {batch}: {rows[-1]['value']:8.2f} images/s "
+              f"({1000 * seconds / batch:.1f} ms/image), load {rows[-1]['load']}")
     return rows
 
 
 def append_rows(path: Path, rows: list[dict]) -> None:
-    """Add ``rows`` (stamped with the date) to the CSV ``path``, rewritten atomically."""
+    """Add ``rows`` (stamped with the date) to the CSV ``path``, rewritten atomically; every column is kept."""
     old = list(csv.DictReader(path.open())) if path.exists() else []
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    columns = list(dict.fromkeys([c for r in old for c in r] + [c for r in rows for c in r] + ["date"]))
     text = io.StringIO(newline="")
-    writer = csv.DictWriter(text, list(rows[0]) + ["date"], extrasaction="ignore")
+    writer = csv.DictWriter(text, columns, restval="")
     writer.writeheader()
     writer.writerows(old + [{**row, "date": stamp} for row in rows])
     formats.atomic_write_bytes(path, text.getvalue().encode())
