@@ -167,5 +167,13 @@ case "$target" in
     done
     echo "[$target] done in $(( $(date +%s) - start )) s; rows in results/body.csv, figure results/figures/fig10_$SRC.png"
     banner ;;
-  all)       for t in table2 fig5 table1 table3 table4; do ./reproduce.sh "$t" || true; done ;;
+  all)       # every table and figure; each stage's wall time at the end; a failed stage fails the whole run
+             failed=""; times=""
+             for t in table2 fig5 table1 table3 table4 fig9 fig10; do
+               t0=$(date +%s)
+               ./reproduce.sh "$t" "$@" || failed="$failed $t"
+               times="$times\n  $t: $(( $(date +%s) - t0 )) s"
+             done
+             echo -e "[all] stage times:$times"
+             [ -z "$failed" ] || { echo "[all] FAILED:$failed" >&2; exit 1; } ;;
 esac
