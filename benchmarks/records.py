@@ -137,6 +137,12 @@ SCHEMAS = {
         ("K", "decode", "auc", "failure", "auc_maxaxis", "n_pixels", "n_images", "iterations", "train_seconds",
          "eval_seconds", "source", "preset", "seed", "artefacts", *PROVENANCE),
         ("K", "decode", "artefacts", "source", "preset", "seed")),
+    # benchmarks.experiments.depth: one row per model (with / without the depth branch) x seed (Fig. 9).
+    "depth": Schema(
+        ("model", "landmark_auc", "landmark_failure", "uv_auc", "uv_failure", "depth_abs_mean", "depth_abs_median",
+         "depth_abs_auc", "depth_ssi_mean", "depth_ssi_median", "depth_ssi_auc", "depth_coverage", "flat_ssi_mean",
+         "n_images", "n_pixels", "eval_seconds", "source", "preset", "seed", "artefacts", *PROVENANCE, "errors"),
+        ("model", "artefacts", "source", "preset", "seed")),
 }
 ERROR_COLUMNS = ("name", "error", "status", "message", "seconds")
 

@@ -4,11 +4,13 @@
     python -m benchmarks.run 300w --init preds:my_method/ --root ~/data/300w-tree
     python -m benchmarks.run helen --method densereg --source synthetic          (Table 1, segmentation)
     python -m benchmarks.run fig5 --source synthetic --ks 1,5,10                  (Fig. 5, K ablation)
+    python -m benchmarks.run fig9 --source synthetic                              (Fig. 9, monocular depth)
 
 Commands: ``300w``, ``300vw``, ``ears`` and ``helen --init`` evaluate an initialiser × fitter on landmarks
 (``benchmarks.experiments.landmarks``; Tables 2–4, Fig. 7); ``helen --method`` scores face-part segmentation
 (``benchmarks.experiments.segmentation``; Table 1, Fig. 6); ``fig5`` is the K ablation
-(``benchmarks.experiments.kablation``).
+(``benchmarks.experiments.kablation``); ``fig9`` trains and scores the depth branch, with and without it
+(``benchmarks.experiments.depth``).
 
 Every command takes ``--root DIR``: any folder in the native layout (``densereg.data.datasets.LAYOUT``), such as
 one made with ``python -m densereg.data.synth --out DIR``, evaluated as it is; a folder the harness did not
@@ -27,7 +29,7 @@ from pathlib import Path
 from benchmarks.baselines.artefacts import ArtefactError
 from benchmarks.context import (PRESETS, DataRootError, RunContext, add_common, artefact_root, resolve_data, resolve_factory,
                                 valid_forms)
-from benchmarks.experiments import kablation, landmarks, segmentation
+from benchmarks.experiments import depth, kablation, landmarks, segmentation
 from benchmarks.fitters import FITTERS, PREFIXED_FITTERS
 from benchmarks.initialisers import INITIALISERS, PREFIXED_INITIALISERS
 from densereg.data import datasets, formats
@@ -72,6 +74,9 @@ def parse_args(argv=None):
     fig5 = sub.add_parser("fig5", help="Fig. 5: the K ablation of the quantised regression")
     add_common(fig5)
     kablation.add_arguments(fig5)
+    fig9 = sub.add_parser("fig9", help="Fig. 9: monocular depth, and the other branches with and without it")
+    add_common(fig9)
+    depth.add_arguments(fig9)
     args = parser.parse_args(argv)
     if args.command == "helen":
         if (args.init is None) == (args.method is None):
@@ -145,7 +150,8 @@ def _print_report(row, results, csv_path, err_path, replaced):
 
 COMMANDS = {**dict.fromkeys(LANDMARK_COMMANDS, run_landmarks),
             "helen-parts": lambda args: segmentation.run(args),
-            "fig5": lambda args: kablation.run(args)}
+            "fig5": lambda args: kablation.run(args),
+            "fig9": lambda args: depth.run(args)}
 
 
 def main(argv=None):

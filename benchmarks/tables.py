@@ -52,7 +52,8 @@ LANDMARK_TABLES = {
 }
 TITLES = {**{k: v.title for k, v in LANDMARK_TABLES.items()},
           "table1": "Table 1: Helen test set, face-part segmentation IoU (%)",
-          "fig5": "Fig. 5: AUC of the per-pixel UV error CED for K bins, q and q+r decoding"}
+          "fig5": "Fig. 5: AUC of the per-pixel UV error CED for K bins, q and q+r decoding",
+          "fig9": "Fig. 9 (Sec. 4.5): monocular depth, and the other branches with and without it"}
 # Columns of a landmark table: (metric name in the long CSV, run-row column, scale to the paper's unit, unit).
 LANDMARK_METRICS = (("auc", "auc_0.1", 1.0, "fraction"), ("failure_rate", "failure_0.1", 100.0, "%"),
                     ("auc_0.08", "auc_0.08", 1.0, "fraction"), ("failure_rate_0.08", "failure_0.08", 100.0, "%"))
@@ -235,6 +236,23 @@ def helen_ours(results_dir):
                         lambda r: r["method"], lambda r: f"iou_{r['part']}", 100.0, "%")
 
 
+# Fig. 9's columns (``benchmarks.experiments.depth``): (metric = run-row column, scale, unit, header).
+FIG9_METRICS = (("landmark_auc", 1.0, "fraction", "landmark AUC@0.1"), ("landmark_failure", 100.0, "%", "failure %"),
+                ("uv_auc", 1.0, "fraction", "UV AUC (Fig. 5)"), ("depth_abs_mean", 1.0, "depth range", "depth abs. err"),
+                ("depth_ssi_mean", 1.0, "depth range", "SSI abs. err"), ("depth_abs_auc", 1.0, "fraction",
+                                                                      "depth AUC@0.1"),
+                ("depth_coverage", 100.0, "%", "coverage %"), ("flat_ssi_mean", 1.0, "depth range", "flat-face SSI"))
+
+
+def fig9_ours(results_dir):
+    """Fig. 9 numbers from ``fig9_runs.csv`` (one row per model with / without depth and seed), mean ± std."""
+    out = []
+    for metric, scale, unit, _ in FIG9_METRICS:
+        out += _seeded_ours(Path(results_dir) / "fig9_runs.csv", ("model", "source", "preset"), metric,
+                            lambda r: r["model"], lambda r, m=metric: m, scale, unit)
+    return out
+
+
 def fig5_ours(results_dir):
     """Fig. 5 numbers from ``fig5_runs.csv`` (``K, decode, auc`` with AUC a fraction), mean ± std over seeds."""
     return _seeded_ours(Path(results_dir) / "fig5_runs.csv", ("K", "decode", "source", "preset"), "auc",
@@ -312,6 +330,10 @@ def markdown(table, lines, level=2):
                     line = at.get((method, f"iou_{part}"))
                     cells += [line["paper"] if line else "", _cell(line, "ours", 2), _cell(line, "diff", 2)]
                 body.append(cells)
+        elif table == "fig9":  # one line per model (without / with the depth branch)
+            headers = ["model", *(h for *_, h in FIG9_METRICS), "seeds"]
+            body = [[row, *(_cell(at.get((row, m)), "ours", 4 if u != "%" else 2) for m, _, u, _ in FIG9_METRICS),
+                     next((l["n_seeds"] for l in group if l["row"] == row), "")] for row in rows]
         else:  # fig5: one line per K, q and q+r side by side
             ks = sorted({int(r.split()[0][2:]) for r in rows})
             headers, body = ["K", "q paper", "q ours", "Δ", "q+r paper", "q+r ours", "Δ"], []

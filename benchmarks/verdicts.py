@@ -6,7 +6,7 @@ between two rows of one table (``better`` should beat ``worse`` on ``metric``), 
 spread of those rows (``benchmarks.seeds``: each row is a mean ± std over seeds of the whole chain).
 
 Pure functions over the long tables ``benchmarks.tables.compare`` writes (``table1.csv``, ``table2.csv``,
-``fig5.csv``: lines with ``row, metric, ours, std, n_seeds, source, preset``); ``benchmarks.report`` writes
+``fig5.csv``, ``fig9.csv``: lines with ``row, metric, ours, std, n_seeds, source, preset``); ``benchmarks.report`` writes
 the result to ``results/verdicts.md`` and the README's generated section.
 
 The rule for one comparison, margin = (better − worse) in the claimed direction (so > 0 means as claimed),
@@ -44,7 +44,7 @@ class Claim:
     Attributes:
         key: short identifier.
         text: the claim, as the paper makes it.
-        table: ``table1``, ``table2`` or ``fig5``.
+        table: ``table1``, ``table2``, ``fig5`` or ``fig9``.
         pairs: ``((better_row, worse_row), ...)``, or None for "``best`` beats every other row of ours".
         metrics: ``((metric, higher_is_better), ...)``: each pair is judged on each metric.
         best: the row of a "best" claim.
@@ -73,6 +73,12 @@ CLAIMS = (
           (("auc", True),), pairs=(("K=5 q+r", "K=1 q+r"), ("K=10 q+r", "K=1 q+r"), ("K=20 q+r", "K=1 q+r"))),
     Claim("k10_at_least_k1", "K=10 (the paper's choice) is at least as good as K=1 (Fig. 5)", "fig5",
           (("auc", True),), pairs=(("K=10 q+r", "K=1 q+r"),), at_least=True),
+    # Sec. 4.5: "this additional branch does not affect the performance of other branches". Judged as "with
+    # depth at least as good as without" on the landmark AUC (Table 2 protocol) and the UV AUC (Fig. 5): it
+    # fails only when the depth model is worse by more than the seed spread (on one seed: worse at all).
+    Claim("depth_no_harm", "The depth branch does not affect the other branches: landmarks and UV at least as "
+          "good with it as without (Sec. 4.5, Fig. 9)", "fig9", (("landmark_auc", True), ("uv_auc", True)),
+          pairs=(("DenseReg+depth", "DenseReg"),), at_least=True),
     Claim("iou_average", "DenseReg beats DeepLab-v2 on average IoU (Table 1)", "table1",
           (("iou_average", True),), pairs=(("DenseReg", "DeepLab-v2"),)),
     Claim("iou_eyebrows_lips", "DenseReg beats DeepLab-v2 on the eyebrows and lips (Table 1)", "table1",
