@@ -27,7 +27,8 @@ Table 2 network, ``<runs>/<source>[/seed<S>]/densereg-<preset>``):
   outer-eye distance; a face not found scores +inf).
 
 ``--baseline cached`` (default) scores the model without depth when its checkpoint is already in the cache
-(``./reproduce.sh table2`` makes it) and says so when it is not; ``train`` trains it; ``skip`` leaves it out.
+(``./reproduce.sh table2`` makes it) and says so when it is not; ``train`` trains it; ``skip`` leaves it out;
+``only`` scores it alone (e.g. its seeds beyond those of the depth model, for the seed spread).
 Rows go to ``results/fig9_runs.csv`` (one per model and seed, provenance stamped, ``benchmarks.records``),
 per-image numbers to ``results/errors/``, the figure to ``results/figures/fig9_<source>.png``.
 """
@@ -51,7 +52,7 @@ from benchmarks.experiments.kablation import EVAL_SETS
 from densereg.data import datasets, formats, groundtruth
 
 MODELS = {False: "DenseReg", True: "DenseReg+depth"}   # the rows: without and with the depth branch
-BASELINE_MODES = ("cached", "train", "skip")
+BASELINE_MODES = ("cached", "train", "skip", "only")
 PER_IMAGE_COLUMNS = ("name", "landmark_error", "uv_auc", "depth_abs_mean", "depth_ssi_mean", "depth_coverage")
 
 
@@ -151,7 +152,8 @@ def add_arguments(parser):
                         help="the depth model (default: the preset's, trained on first use); checked, never rebuilt")
     parser.add_argument("--baseline", choices=BASELINE_MODES, default="cached",
                         help="the model without depth (Table 2's): cached = score it when already trained "
-                             "(default), train = train it when missing, skip = leave it out")
+                             "(default), train = train it when missing, skip = leave it out, only = score it "
+                             "alone, trained when missing (no depth model)")
     parser.add_argument("--baseline-checkpoint", type=Path, default=None,
                         help="an explicit model without depth (checked, never rebuilt)")
     parser.add_argument("--figure-faces", type=int, default=4, help="faces drawn in Fig. 9 (0: no figure)")
@@ -170,12 +172,12 @@ def run(args) -> int:
                                    "depth ground truth needs fittings (300W-LP style)")
     print(f"[fig9] data source: {source} ({root}); preset {args.preset}; seed {args.seed}; {len(samples)} "
           f"evaluation images ({name}/{split})", file=sys.stderr)
-    models = [(True, ensure_model(args, True, args.checkpoint))]
+    models = [] if args.baseline == "only" else [(True, ensure_model(args, True, args.checkpoint))]
     base_path = args.baseline_checkpoint or model_dir(args.runs, source, args.preset, args.seed, False) / "last.pt"
     if args.baseline == "skip":
         print("[fig9] --baseline skip: the model without depth is not scored (no with/without comparison)",
               file=sys.stderr)
-    elif args.baseline == "train" or args.baseline_checkpoint is not None or base_path.is_file():
+    elif args.baseline in ("train", "only") or args.baseline_checkpoint is not None or base_path.is_file():
         models.append((False, ensure_model(args, False, args.baseline_checkpoint)))
     else:
         print(f"[fig9] the model without depth of seed {args.seed} is not trained yet ({base_path}): the "
