@@ -6,7 +6,9 @@ The paper shows "3D renderings obtained using estimated depth values". We build 
 (``densereg.geometry.rasterize``): every foreground pixel of a face becomes a vertex ``(column, row, relief·z)``,
 neighbouring pixels are joined into triangles, the surface is turned about the vertical axis (:data:`YAW`) and
 rasterised with Lambertian shading from per-pixel normals. The regressed UV is carried along as a texture (a
-grid every 0.1 in u and v), so the rendering shows the dense correspondence on the recovered surface too.
+checkerboard of :data:`CHECKS` squares per UV axis), so the rendering shows the dense correspondence on the
+recovered surface too. The squares are deliberately not 1/K wide: their edges would coincide with the bin
+edges of the K = 10 decode, the values it reaches least often, and thin lines there would mostly vanish.
 
 Normalised depth has no metric scale (it spans [0, 1] over each face), so both renderings of a face use one
 relief: :data:`RELIEF` × the larger side of its ground-truth foreground box, the ratio of depth to width of a
@@ -28,7 +30,8 @@ YAW = 40.0          # degrees the surface is turned about the vertical axis (a t
 RELIEF = 0.6        # depth span of a face in units of the larger side of its foreground box
 MAX_STEP = 0.08     # a larger depth step (in units of the face's range) between neighbouring pixels is an edge
 LIGHT = np.array([-0.4, 0.5, 1.0]) / np.linalg.norm([-0.4, 0.5, 1.0])   # (x right, y up, z to the viewer)
-SKIN, GRID, BACKGROUND = np.array([0.86, 0.80, 0.74]), np.array([0.25, 0.35, 0.75]), 1.0
+SKIN, CHECK, BACKGROUND = np.array([0.86, 0.80, 0.74]), np.array([0.55, 0.62, 0.86]), 1.0
+CHECKS = 12         # checkerboard squares per UV axis on the rendered surface
 
 
 def pixel_mesh(mask: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
@@ -81,7 +84,7 @@ def relief(depth: np.ndarray, mask: np.ndarray, scale: float, u: np.ndarray | No
         depth: ``H×W`` normalised depth (larger = closer), used where ``mask`` and finite.
         mask: ``H×W`` bool pixels of the surface.
         scale: pixels per unit of normalised depth (the relief).
-        u, v: optional ``H×W`` UV drawn as a grid texture on the surface.
+        u, v: optional ``H×W`` UV drawn as a checkerboard texture on the surface.
         yaw: rotation about the vertical axis through the surface's centroid, degrees (positive: the
             surface's right side turns away from the viewer).
     """
@@ -114,9 +117,8 @@ def relief(depth: np.ndarray, mask: np.ndarray, scale: float, u: np.ndarray | No
     lit = r.attr[..., 0][..., None] * SKIN
     if len(attrs) == 3:
         uu, vv = np.nan_to_num(r.attr[..., 1]), np.nan_to_num(r.attr[..., 2])
-        near = lambda a: np.abs(a * 10 - np.round(a * 10)) < 0.05   # noqa: E731 - a line of the 0.1 grid
-        line = (near(uu) | near(vv))[..., None]
-        lit = np.where(line, r.attr[..., 0][..., None] * GRID, lit)
+        odd = ((np.floor(uu * CHECKS) + np.floor(vv * CHECKS)) % 2 == 1)[..., None]
+        lit = np.where(odd, r.attr[..., 0][..., None] * CHECK, lit)
     canvas[r.mask] = np.clip(lit[r.mask], 0.0, 1.0)
     return canvas
 
