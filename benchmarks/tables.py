@@ -204,13 +204,16 @@ def landmark_ours(results_dir, spec):
     return ours
 
 
-def _seeded_ours(path, keys, value, row, metric, scale, unit):
-    """Rows of a run CSV as our numbers over seeds: ``row(record)`` and ``metric(record)`` name each one."""
+def _seeded_ours(path, keys, value, row, metric, scale, unit, select=None):
+    """Rows of a run CSV as our numbers over seeds: ``row(record)`` and ``metric(record)`` name each one;
+    ``select(frame)``, when given, keeps only some of the CSV's rows first."""
     import pandas as pd
 
     frame = provenance.read_table(path)
     if frame.empty or value not in frame.columns:
         return []
+    if select is not None:
+        frame = select(frame)
     frame = frame.reindex(columns=list(dict.fromkeys([*frame.columns, *keys, "seed", "artefacts", "commit",
                                                       "date"])), fill_value="")
     frame[value] = pd.to_numeric(frame[value], errors="coerce")
@@ -244,12 +247,32 @@ FIG9_METRICS = (("landmark_auc", 1.0, "fraction", "landmark AUC@0.1"), ("landmar
                 ("depth_coverage", 100.0, "%", "coverage %"), ("flat_ssi_mean", 1.0, "depth range", "flat-face SSI"))
 
 
+def _shared_seeds(frame):
+    """The rows of the seeds that every model of a (source, preset) has: the with/without comparison is then
+    over the same seeds (a chain's seed moves both models alike; unequal seed sets would compare seeds)."""
+    import pandas as pd
+
+    frame = frame.assign(seed=frame["seed"].replace("", "0")) if "seed" in frame.columns else frame.assign(seed="0")
+    parts = []
+    for _, group in frame.groupby(["source", "preset"], sort=False):
+        common = set.intersection(*(set(g["seed"]) for _, g in group.groupby("model", sort=False)))
+        parts.append(group[group["seed"].isin(common)])
+    return pd.concat(parts) if parts else frame
+
+
 def fig9_ours(results_dir):
-    """Fig. 9 numbers from ``fig9_runs.csv`` (one row per model with / without depth and seed), mean ± std."""
+    """Fig. 9 numbers from ``fig9_runs.csv`` (one row per model with / without depth and seed), mean ± std over
+    the seeds both models have (:func:`_shared_seeds`), plus ``<model>, all seeds`` where a model has more."""
+    path, keys = Path(results_dir) / "fig9_runs.csv", ("model", "source", "preset")
     out = []
     for metric, scale, unit, _ in FIG9_METRICS:
-        out += _seeded_ours(Path(results_dir) / "fig9_runs.csv", ("model", "source", "preset"), metric,
-                            lambda r: r["model"], lambda r, m=metric: m, scale, unit)
+        shared = _seeded_ours(path, keys, metric, lambda r: r["model"], lambda r, m=metric: m, scale, unit,
+                              select=_shared_seeds)
+        every = _seeded_ours(path, keys, metric, lambda r: f"{r['model']}, all seeds", lambda r, m=metric: m,
+                             scale, unit)
+        counts = {(o["row"], o["source"], o["preset"]): o["n_seeds"] for o in shared}
+        out += shared + [o for o in every if o["n_seeds"] != counts.get((o["row"][:-len(", all seeds")],
+                                                                          o["source"], o["preset"]))]
     return out
 
 

@@ -177,3 +177,18 @@ def test_depth_claim_fails_when_depth_costs_more_than_the_seed_spread(tmp_path):
     assert judged.verdict == verdicts.FAILS
     uv = next(c for c in judged.comparisons if c.metric == "uv_auc")
     assert uv.verdict == verdicts.HOLDS     # equal UV AUC: "at least as good" holds
+
+
+def test_the_comparison_is_over_the_seeds_both_models_have(tmp_path):
+    results = tmp_path / "results"
+    aucs = {"DenseReg": (0.30, 0.30, 0.60), "DenseReg+depth": (0.29, 0.31)}   # no depth model of seed 2 yet
+    rows = [{"model": m, "landmark_auc": auc, "uv_auc": 0.5, "source": "synthetic", "preset": "cpu", "seed": s,
+             "artefacts": f"densereg={s:012d}/cpu/K10" + ("+depth" if m.endswith("depth") else ""),
+             "date": "2026-11-30T08:00:00+00:00"} for m, values in aucs.items() for s, auc in enumerate(values)]
+    provenance.write_csv(results / "fig9_runs.csv", rows, provenance.SCHEMAS["depth"].columns)
+    tables, _ = report.build_report(results, report.DEFAULT_PAPER, None)
+    at = {(l["row"], l["metric"]): l for l in tables["fig9"]}
+    assert at[("DenseReg", "landmark_auc")]["n_seeds"] == 2 and float(at[("DenseReg", "landmark_auc")]["ours"]) == 0.3
+    assert at[("DenseReg, all seeds", "landmark_auc")]["n_seeds"] == 3    # shown, but not what is compared
+    judged = {v.claim.key: v for v in verdicts.evaluate(tables)}["depth_no_harm"]
+    assert judged.verdict == verdicts.HOLDS and judged.comparisons[0].seeds == "2/2"
