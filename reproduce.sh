@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-TARGETS="test test-all data bench gpu-bench table1 table2 table3 table4 fig5 fig7 fig8 fig10 sim2real all"
+TARGETS="test test-all data bench gpu-bench table1 table2 table3 table4 fig5 fig7 fig8 fig9 fig10 sim2real all"
 
 usage() {
   echo "usage: ./reproduce.sh TARGET   (one of: $TARGETS)" >&2
@@ -166,6 +166,18 @@ case "$target" in
       $PY -m benchmarks.run body --source "$SRC" --preset "$PRESET" --seed "$seed" "$@"
     done
     echo "[$target] done in $(( $(date +%s) - start )) s; rows in results/body.csv, figure results/figures/fig10_$SRC.png"
+    banner ;;
+  fig9)
+    # The depth model of each seed is trained here (cpu preset: about 13 minutes on an idle 2-core machine); the
+    # model without depth it is compared with is Table 2's, scored when ./reproduce.sh table2 has trained it
+    # (BASELINE=train trains it here too; the run says when the comparison is not measured).
+    pick_source 300W; banner
+    start=$(date +%s)
+    for seed in $(seq 0 $((SEEDS - 1))); do
+      $PY -m benchmarks.run fig9 --source "$SRC" --preset "$PRESET" --seed "$seed" --baseline "${BASELINE:-cached}" "$@"
+    done
+    $PY -m benchmarks.report
+    echo "[$target] done in $(( $(date +%s) - start )) s; results/fig9.md, results/figures/fig9_$SRC.png, verdicts in results/verdicts.md"
     banner ;;
   all)       # every table and figure; each stage's wall time at the end; a failed stage fails the whole run
              failed=""; times=""

@@ -127,6 +127,8 @@ def densereg_factory(ctx):
     ident = getattr(model, "identity", None)   # the library's own account of the checkpoint, when it gives one
     if isinstance(ident, dict) and ident.get("checkpoint"):
         variant = f"{ident['preset']}/K{ident.get('K')}" if ident.get("preset") else artefact.label
+        if ident.get("preset") and getattr(model.config, "depth", False):
+            variant += "+depth"   # never averaged with the model without depth (Fig. 9 compares the two)
         ctx.record("densereg", f"{ident['checkpoint']}/{variant}")
     else:
         ctx.record("densereg", artefact.identity)

@@ -156,6 +156,12 @@ SCHEMAS = {
         ("figure", "candidate", "value", "unit", "target", "best", "ratio", "cpu_ms", "cpu_ratio", "model", "size",
          "batch", "dtype", "threads", "load", "note", *PROVENANCE),
         ("figure", "candidate", "model", "size", "batch", "dtype", "threads", "device", "date")),
+    # benchmarks.experiments.depth: one row per model (with / without the depth branch) x seed (Fig. 9).
+    "depth": Schema(
+        ("model", "landmark_auc", "landmark_failure", "uv_auc", "uv_failure", "depth_abs_mean", "depth_abs_median",
+         "depth_abs_auc", "depth_ssi_mean", "depth_ssi_median", "depth_ssi_auc", "depth_coverage", "flat_ssi_mean",
+         "n_images", "n_pixels", "eval_seconds", "source", "preset", "seed", "artefacts", *PROVENANCE, "errors"),
+        ("model", "artefacts", "source", "preset", "seed")),
 }
 ERROR_COLUMNS = ("name", "error", "status", "message", "seconds")
 

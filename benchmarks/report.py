@@ -6,7 +6,7 @@ Reads only records (``benchmarks.records``), with pandas: ``paper.csv`` (the pap
 written by ``benchmarks.run`` (``300w.csv`` → Table 2, ``300vw.csv`` → Table 3, ``ears.csv`` → Table 4, rows of
 the ``test`` split), their per-image error files under ``errors/`` (each checked to hold its row's ``n``
 errors: a cut, header-only or missing file is reported with its name and gets no curve, and the exit status is
-1), and when present ``helen.csv`` (Table 1) and ``fig5_runs.csv`` (Fig. 5), whose columns
+1), and when present ``helen.csv`` (Table 1), ``fig5_runs.csv`` (Fig. 5) and ``fig9_runs.csv`` (Fig. 9), whose columns
 ``results/README.md`` documents. Writes, atomically, into the results folder:
 
 * ``table1.csv`` … ``table4.csv``, ``fig5.csv``: long format, one line per number: ``table, row, metric,
@@ -45,8 +45,8 @@ from pathlib import Path
 from benchmarks import records as provenance, verdicts
 from benchmarks.experiments import speed_table, tracking_report
 from benchmarks.figures import FIG7_CAPTION, fig5_plot, fig7, fig12
-from benchmarks.tables import LANDMARK_TABLES, LONG_COLUMNS, compare, fig5_ours, helen_ours, landmark_ours, \
-    markdown, read_paper
+from benchmarks.tables import LANDMARK_TABLES, LONG_COLUMNS, compare, fig5_ours, fig9_ours, helen_ours, \
+    landmark_ours, markdown, read_paper
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RESULTS = Path("results")                       # outputs: the current folder, not the install location
@@ -106,8 +106,9 @@ def build_report(results_dir, paper_path, readme, problems=None):
     ours = {name: landmark_ours(results_dir, spec) for name, spec in LANDMARK_TABLES.items()}
     ours["table1"] = helen_ours(results_dir)
     ours["fig5"] = fig5_ours(results_dir)
+    ours["fig9"] = fig9_ours(results_dir)
     tables = {}
-    for name in ("table1", "table2", "table3", "table4", "fig5"):
+    for name in ("table1", "table2", "table3", "table4", "fig5", "fig9"):
         lines = compare(name, paper.get(name, {}), ours[name])
         tables[name] = lines
         provenance.write_csv(results_dir / f"{name}.csv", lines, LONG_COLUMNS)
@@ -123,9 +124,10 @@ def build_report(results_dir, paper_path, readme, problems=None):
     tracking_report.write_category_table(results_dir)
     figures += tracking_report.ced_figure(results_dir, figures_dir, problems)
     # Figures other commands draw (Fig. 6 by benchmarks.experiments.segmentation, Fig. 8 by
-    # benchmarks.experiments.fig8, Fig. 11 by benchmarks.experiments.ear_pairs) are linked when present.
+    # benchmarks.experiments.fig8, Fig. 9 by benchmarks.experiments.depth, Fig. 11 by benchmarks.experiments.ear_pairs)
+    # are linked when present.
     figures += sorted(figures_dir.glob("fig6_*.png")) + sorted(figures_dir.glob("fig8_*.png")) \
-        + sorted(figures_dir.glob("fig11_*.png"))
+        + sorted(figures_dir.glob("fig9_*.png")) + sorted(figures_dir.glob("fig11_*.png"))
     speed = speed_table.markdown(results_dir / "speed.csv")      # the speed figures (issue 16), when measured
     if speed:
         provenance.atomic_write_text(results_dir / "speed.md", speed)

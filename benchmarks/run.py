@@ -7,6 +7,7 @@
     python -m benchmarks.run 300vw --source synthetic --workers 2                 (Table 3, 300-VW videos)
     python -m benchmarks.run sim2real --checkpoint runs/synthetic/densereg-cpu/last.pt   (real photos vs dlib)
     python -m benchmarks.run body --source synthetic                              (Fig. 10, human body)
+    python -m benchmarks.run fig9 --source synthetic                              (Fig. 9, monocular depth)
 
 Commands: ``300w``, ``ears`` and ``helen --init`` evaluate an initialiser × fitter on landmarks
 (``benchmarks.experiments.landmarks``; Tables 2 and 4, Fig. 7); ``300vw`` evaluates Table 3's rows on every
@@ -15,6 +16,8 @@ frame of the 300-VW test videos, streamed and resumable (``benchmarks.experiment
 (``benchmarks.experiments.segmentation``; Table 1, Fig. 6); ``fig5`` is the K ablation
 (``benchmarks.experiments.kablation``); ``body`` is dense correspondence for the human body
 (``benchmarks.experiments.body``; Fig. 10).
+(``benchmarks.experiments.kablation``); ``fig9`` trains and scores the depth branch, with and without it
+(``benchmarks.experiments.depth``).
 
 Every command takes ``--root DIR``: any folder in the native layout (``densereg.data.datasets.LAYOUT``), such as
 one made with ``python -m densereg.data.synth --out DIR``, evaluated as it is; a folder the harness did not
@@ -33,7 +36,7 @@ from pathlib import Path
 from benchmarks.baselines.artefacts import ArtefactError
 from benchmarks.context import (PRESETS, DataRootError, RunContext, add_common, artefact_root, resolve_data, resolve_factory,
                                 valid_forms)
-from benchmarks.experiments import body, fig8, kablation, landmarks, segmentation, sim2real, tracking
+from benchmarks.experiments import body, depth, fig8, kablation, landmarks, segmentation, sim2real, tracking
 from benchmarks.fitters import FITTERS, PREFIXED_FITTERS
 from benchmarks.initialisers import INITIALISERS, PREFIXED_INITIALISERS
 from densereg.data import datasets, formats, shards
@@ -93,6 +96,9 @@ def parse_args(argv=None):
     body_parser = sub.add_parser("body", help="Fig. 10: dense correspondence for the human body (patches + UV)")
     add_common(body_parser)
     body.add_arguments(body_parser)
+    fig9 = sub.add_parser("fig9", help="Fig. 9: monocular depth, and the other branches with and without it")
+    add_common(fig9)
+    depth.add_arguments(fig9)
     args = parser.parse_args(argv)
     if args.command == "helen":
         if (args.init is None) == (args.method is None):
@@ -174,7 +180,8 @@ COMMANDS = {**dict.fromkeys(LANDMARK_COMMANDS, run_landmarks),
             "fig8": lambda args: _guarded(fig8.run, args),
             "300vw": lambda args: _guarded(tracking.run, args),
             "sim2real": lambda args: _guarded(sim2real.run, args),
-            "body": lambda args: _guarded(body.run, args)}
+            "body": lambda args: _guarded(body.run, args),
+            "fig9": lambda args: _guarded(depth.run, args)}
 
 
 def _guarded(run, args):

@@ -52,7 +52,8 @@ LANDMARK_TABLES = {
 }
 TITLES = {**{k: v.title for k, v in LANDMARK_TABLES.items()},
           "table1": "Table 1: Helen test set, face-part segmentation IoU (%)",
-          "fig5": "Fig. 5: AUC of the per-pixel UV error CED for K bins, q and q+r decoding"}
+          "fig5": "Fig. 5: AUC of the per-pixel UV error CED for K bins, q and q+r decoding",
+          "fig9": "Fig. 9 (Sec. 4.5): monocular depth, and the other branches with and without it"}
 # Columns of a landmark table: (metric name in the long CSV, run-row column, scale to the paper's unit, unit).
 LANDMARK_METRICS = (("auc", "auc_0.1", 1.0, "fraction"), ("failure_rate", "failure_0.1", 100.0, "%"),
                     ("auc_0.08", "auc_0.08", 1.0, "fraction"), ("failure_rate_0.08", "failure_0.08", 100.0, "%"))
@@ -203,13 +204,16 @@ def landmark_ours(results_dir, spec):
     return ours
 
 
-def _seeded_ours(path, keys, value, row, metric, scale, unit):
-    """Rows of a run CSV as our numbers over seeds: ``row(record)`` and ``metric(record)`` name each one."""
+def _seeded_ours(path, keys, value, row, metric, scale, unit, select=None):
+    """Rows of a run CSV as our numbers over seeds: ``row(record)`` and ``metric(record)`` name each one;
+    ``select(frame)``, when given, keeps only some of the CSV's rows first."""
     import pandas as pd
 
     frame = provenance.read_table(path)
     if frame.empty or value not in frame.columns:
         return []
+    if select is not None:
+        frame = select(frame)
     frame = frame.reindex(columns=list(dict.fromkeys([*frame.columns, *keys, "seed", "artefacts", "commit",
                                                       "date"])), fill_value="")
     frame[value] = pd.to_numeric(frame[value], errors="coerce")
@@ -233,6 +237,43 @@ def helen_ours(results_dir):
     """Table 1 numbers from ``helen.csv`` (``method, part, iou`` with IoU a fraction), mean ± std over seeds."""
     return _seeded_ours(Path(results_dir) / "helen.csv", ("method", "part", "source", "preset"), "iou",
                         lambda r: r["method"], lambda r: f"iou_{r['part']}", 100.0, "%")
+
+
+# Fig. 9's columns (``benchmarks.experiments.depth``): (metric = run-row column, scale, unit, header).
+FIG9_METRICS = (("landmark_auc", 1.0, "fraction", "landmark AUC@0.1"), ("landmark_failure", 100.0, "%", "failure %"),
+                ("uv_auc", 1.0, "fraction", "UV AUC (Fig. 5)"), ("depth_abs_mean", 1.0, "depth range", "depth abs. err"),
+                ("depth_ssi_mean", 1.0, "depth range", "SSI abs. err"), ("depth_abs_auc", 1.0, "fraction",
+                                                                      "depth AUC@0.1"),
+                ("depth_coverage", 100.0, "%", "coverage %"), ("flat_ssi_mean", 1.0, "depth range", "flat-face SSI"))
+
+
+def _shared_seeds(frame):
+    """The rows of the seeds that every model of a (source, preset) has: the with/without comparison is then
+    over the same seeds (a chain's seed moves both models alike; unequal seed sets would compare seeds)."""
+    import pandas as pd
+
+    frame = frame.assign(seed=frame["seed"].replace("", "0")) if "seed" in frame.columns else frame.assign(seed="0")
+    parts = []
+    for _, group in frame.groupby(["source", "preset"], sort=False):
+        common = set.intersection(*(set(g["seed"]) for _, g in group.groupby("model", sort=False)))
+        parts.append(group[group["seed"].isin(common)])
+    return pd.concat(parts) if parts else frame
+
+
+def fig9_ours(results_dir):
+    """Fig. 9 numbers from ``fig9_runs.csv`` (one row per model with / without depth and seed), mean ± std over
+    the seeds both models have (:func:`_shared_seeds`), plus ``<model>, all seeds`` where a model has more."""
+    path, keys = Path(results_dir) / "fig9_runs.csv", ("model", "source", "preset")
+    out = []
+    for metric, scale, unit, _ in FIG9_METRICS:
+        shared = _seeded_ours(path, keys, metric, lambda r: r["model"], lambda r, m=metric: m, scale, unit,
+                              select=_shared_seeds)
+        every = _seeded_ours(path, keys, metric, lambda r: f"{r['model']}, all seeds", lambda r, m=metric: m,
+                             scale, unit)
+        counts = {(o["row"], o["source"], o["preset"]): o["n_seeds"] for o in shared}
+        out += shared + [o for o in every if o["n_seeds"] != counts.get((o["row"][:-len(", all seeds")],
+                                                                          o["source"], o["preset"]))]
+    return out
 
 
 def fig5_ours(results_dir):
@@ -312,6 +353,10 @@ def markdown(table, lines, level=2):
                     line = at.get((method, f"iou_{part}"))
                     cells += [line["paper"] if line else "", _cell(line, "ours", 2), _cell(line, "diff", 2)]
                 body.append(cells)
+        elif table == "fig9":  # one line per model (without / with the depth branch)
+            headers = ["model", *(h for *_, h in FIG9_METRICS), "seeds"]
+            body = [[row, *(_cell(at.get((row, m)), "ours", 4 if u != "%" else 2) for m, _, u, _ in FIG9_METRICS),
+                     next((l["n_seeds"] for l in group if l["row"] == row), "")] for row in rows]
         else:  # fig5: one line per K, q and q+r side by side
             ks = sorted({int(r.split()[0][2:]) for r in rows})
             headers, body = ["K", "q paper", "q ours", "Δ", "q+r paper", "q+r ours", "Δ"], []

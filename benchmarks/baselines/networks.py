@@ -38,11 +38,13 @@ def is_finished(path):
 
 
 def label(config, preset=None):
-    """Short variant text for rows: ``cpu/K10`` (DenseReg), ``cpu/deeplab`` (DeepLab-v2), ``cpu/body``."""
+    """Short variant text for rows: ``cpu/K10`` (DenseReg), ``cpu/K10+depth`` (with the depth branch),
+    ``cpu/deeplab`` (DeepLab-v2), ``cpu/body``."""
     preset = preset or config.get("preset") or "?"
     if config.get("task", "densereg") in ("deeplab", "body"):
         return f"{preset}/{config['task']}"
-    return f"{preset}/K{config.get('K')}" + ("" if config.get("variant", "q+r") == "q+r" else f"-{config['variant']}")
+    return (f"{preset}/K{config.get('K')}" + ("" if config.get("variant", "q+r") == "q+r" else f"-{config['variant']}")
+            + ("+depth" if config.get("depth") else ""))
 
 
 def train_command(preset, out, **overrides):
