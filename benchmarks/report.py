@@ -42,7 +42,7 @@ import os
 import sys
 from pathlib import Path
 
-from benchmarks import records as provenance, verdicts
+from benchmarks import records as provenance, run_tables, verdicts
 from benchmarks.experiments import speed_table, tracking_report
 from benchmarks.figures import FIG7_CAPTION, fig5_plot, fig7, fig12
 from benchmarks.tables import LANDMARK_TABLES, LONG_COLUMNS, compare, fig5_ours, fig9_ours, helen_ours, \
@@ -127,14 +127,21 @@ def build_report(results_dir, paper_path, readme, problems=None):
     # benchmarks.experiments.fig8, Fig. 9 by benchmarks.experiments.depth, Fig. 11 by benchmarks.experiments.ear_pairs)
     # are linked when present.
     figures += sorted(figures_dir.glob("fig6_*.png")) + sorted(figures_dir.glob("fig8_*.png")) \
-        + sorted(figures_dir.glob("fig9_*.png")) + sorted(figures_dir.glob("fig11_*.png"))
+        + sorted(figures_dir.glob("fig9_*.png")) + sorted(figures_dir.glob("fig10_*.png")) \
+        + sorted(figures_dir.glob("fig11_*.png"))
     speed = speed_table.markdown(results_dir / "speed.csv")      # the speed figures (issue 16), when measured
     if speed:
         provenance.atomic_write_text(results_dir / "speed.md", speed)
+    extra = ""   # our numbers with no paper table beside them: the body (Fig. 10) and sim2real
+    for name in run_tables.RUN_TABLES:
+        text = run_tables.markdown(results_dir, name)
+        if text:
+            provenance.atomic_write_text(results_dir / f"{name}.md", text)
+            extra += "\n" + text
     if readme is not None:
         readme = Path(readme)
         text = readme.read_text(encoding="utf-8") if readme.is_file() else ""
-        section = readme_section(tables, figures, readme, verdict_text) + ("\n" + speed if speed else "")
+        section = readme_section(tables, figures, readme, verdict_text) + extra + ("\n" + speed if speed else "")
         provenance.atomic_write_text(readme, replace_section(text, section))
     return tables, figures
 

@@ -28,6 +28,7 @@ DENSEREG_RANKS = {"registry": 0, "geometry": 1, "data": 2, "nn": 3, "readout": 4
 DENSEREG_TOP = 5           # densereg/__init__.py, densereg/infer.py and any other top-level module
 BENCHMARK_RANKS = {"baselines": 10, "context": 11, "initialisers": 11, "fitters": 11, "metrics": 11, "dense_metrics": 11,
                    "records": 11, "seeds": 11, "experiments": 12, "tables": 12, "figures": 12, "verdicts": 12,
+                   "run_tables": 12,
                    "run": 13, "report": 13,
                    "depth_metrics": 11}
 BENCHMARKS_PACKAGE = 10    # benchmarks/__init__.py: must stay import-free of the harness
