@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,6 +97,28 @@ PTS_STYLES = {
     "300vw": PtsStyle(newline="\r\n", n_points_gap=" ", decimals=3, strip_zeros=True, final_newline=True),
     "ibug": PtsStyle(newline="\n", n_points_gap=" ", decimals=3, strip_zeros=False, final_newline=True),
 }
+
+
+def build_folder(out, fill):
+    """Build the folder ``out`` atomically: ``fill(tmp)`` writes everything into ``<out>.tmp-<pid>``, which then
+    replaces ``out``; returns what ``fill`` returns.
+
+    An error or an interrupt removes the temporary folder, so no half-built folder is ever left where a reader
+    would take it for a finished one (the synthetic benchmark, videos, ears and bodies are all built this way).
+    """
+    out = Path(out)
+    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        result = fill(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return result
 
 
 def read_pts(path, expected_n=None):

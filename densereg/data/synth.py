@@ -215,18 +215,7 @@ def generate(out: Path, seed: int = 0, counts: dict[str, int] | None = None, wor
         raise FileExistsError(f"{out}: not empty and not a synthetic benchmark (no synth.json); refusing to "
                               "replace a folder this generator did not create: choose another --out")
     _remove_stale_builds(out)
-    tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        manifest = _build(tmp, seed, counts, workers, progress, style)
-    except BaseException:          # an error or Ctrl-C: never leave a half-built folder behind
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-    return manifest
+    return formats.build_folder(out, lambda tmp: _build(tmp, seed, counts, workers, progress, style))
 
 
 def _pid_alive(pid: int) -> bool:

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -237,16 +236,13 @@ def generate(out: Path, seed: int = 0, counts: dict | None = None, workers: int 
     out = Path(out)
     if out.exists() and not (out / "body.json").is_file() and any(out.iterdir()):
         raise FileExistsError(f"{out}: not empty and not a synthetic body set (no body.json); choose another --out")
-    tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    plan = [(tmp, seed, split, i) for split in ("train", "test") for i in range(counts[split])]
-    start = time.perf_counter()
-    try:
+    def fill(tmp):
+        plan = [(tmp, seed, split, i) for split in ("train", "test") for i in range(counts[split])]
+        start = time.perf_counter()
         body.procedural_body()          # built once before forking, inherited by the workers
-        workers = workers or min(os.cpu_count() or 1, 4)
-        if workers > 1:
-            for index, result in supervised_imap(lambda i: _render_and_write(plan[i]), len(plan), workers):
+        n_workers = workers or min(os.cpu_count() or 1, 4)
+        if n_workers > 1:
+            for index, result in supervised_imap(lambda i: _render_and_write(plan[i]), len(plan), n_workers):
                 if isinstance(result, WorkerDied):
                     raise RuntimeError(f"the worker rendering {plan[index][2]} image {plan[index][3]} died "
                                        f"({result.cause})")
@@ -259,13 +255,9 @@ def generate(out: Path, seed: int = 0, counts: dict | None = None, workers: int 
                     "seconds": round(time.perf_counter() - start, 2),
                     "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         (tmp / "body.json").write_text(json.dumps(manifest, indent=2))
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-    return manifest
+        return manifest
+
+    return formats.build_folder(out, fill)
 
 
 def ensure_body_synthetic(root: Path | None = None, seed: int = 0, counts: dict | None = None) -> Path:

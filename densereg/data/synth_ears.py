@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -203,10 +202,8 @@ def generate(root: Path, seed: int = 0, counts: dict | None = None, progress: bo
     if out.exists() and not (out / MANIFEST).is_file() and any(out.iterdir()):
         raise FileExistsError(f"{out}: not empty and not made by densereg.data.synth_ears (no {MANIFEST}); "
                               "refusing to replace it")
-    tmp = out.with_name(f"ears.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    start = time.perf_counter()
-    try:
+    def fill(tmp):
+        start = time.perf_counter()
         for split in ("train", "test"):
             (tmp / split).mkdir(parents=True)
             for i in range(counts[split]):
@@ -221,13 +218,9 @@ def generate(root: Path, seed: int = 0, counts: dict | None = None, progress: bo
                     "seconds": round(time.perf_counter() - start, 2),
                     "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         formats.atomic_write_bytes(tmp / MANIFEST, json.dumps(manifest, indent=2).encode())
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-    return manifest
+        return manifest
+
+    return formats.build_folder(out, fill)
 
 
 def ensure_ears(root: Path, seed: int = 0, counts: dict | None = None) -> Path:

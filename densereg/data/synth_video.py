@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -278,20 +277,17 @@ def generate(out, seed=0, counts=None, n_frames=DEFAULT_FRAMES, workers=None, pr
     if out.exists() and not (out / "synth.json").is_file() and any(out.iterdir()):
         raise FileExistsError(f"{out}: not empty and not a synthetic 300-VW (no synth.json); refusing to replace it")
     synth._remove_stale_builds(out)
-    tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    plan = video_ids(counts)
-    index_in_category = {v: list(VIDEOS_300VW[c]).index(v) for v, c in plan}
-    start = time.perf_counter()
-    from tqdm import tqdm
+    def fill(tmp):
+        plan = video_ids(counts)
+        index_in_category = {v: list(VIDEOS_300VW[c]).index(v) for v, c in plan}
+        start = time.perf_counter()
+        from tqdm import tqdm
 
-    bar = tqdm(total=len(plan), desc="synthetic 300-VW", unit="video", disable=not progress, file=sys.stderr)
-    videos = {}
-    task = lambda i: write_video(tmp, plan[i][0], index_in_category[plan[i][0]], plan[i][1], seed, n_frames)  # noqa: E731
-    try:
-        workers = max(1, min(workers or min(os.cpu_count() or 1, 4), len(plan)))
-        results = (supervised_imap(task, len(plan), workers) if workers > 1
+        bar = tqdm(total=len(plan), desc="synthetic 300-VW", unit="video", disable=not progress, file=sys.stderr)
+        videos = {}
+        task = lambda i: write_video(tmp, plan[i][0], index_in_category[plan[i][0]], plan[i][1], seed, n_frames)  # noqa: E731
+        n_workers = max(1, min(workers or min(os.cpu_count() or 1, 4), len(plan)))
+        results = (supervised_imap(task, len(plan), n_workers) if n_workers > 1
                    else ((i, task(i)) for i in range(len(plan))))
         for i, entry in results:
             if isinstance(entry, WorkerDied):
@@ -304,13 +300,9 @@ def generate(out, seed=0, counts=None, n_frames=DEFAULT_FRAMES, workers=None, pr
                     "videos": {v: videos[v] for v, _ in plan}, "seconds": round(time.perf_counter() - start, 2),
                     "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         formats.atomic_write_bytes(tmp / "synth.json", json.dumps(manifest, indent=2).encode())
-    except BaseException:      # an error or Ctrl-C: never leave a half-built folder behind
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-    return manifest
+        return manifest
+
+    return formats.build_folder(out, fill)
 
 
 def read_manifest(root):
