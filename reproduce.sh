@@ -59,9 +59,13 @@ not_yet() {  # a target whose pieces are not built yet: say so, never print a fa
 }
 
 # The initialiser x fitter grid of Table 2 / Fig. 7 (mean-shape: oracle GT-box baseline, labelled as such).
-TABLE2_PAIRS="densereg:none densereg:aam densereg:mdm hog-svm:aam hog-svm:mdm dpm:aam dpm:mdm mean-shape:none"
+# Each seed's grid runs in one process (--pairs: the data loaded once, each initialiser run once for its rows);
+# --reuse keeps a recorded row whose artefacts, samples, code, torch and device are all unchanged (said as
+# [cached]; benchmarks/evalcache.py); RECOMPUTE=1 evaluates every row again.
+TABLE2_PAIRS="densereg+none,densereg+aam,densereg+mdm,hog-svm+aam,hog-svm+mdm,dpm+aam,dpm+mdm,mean-shape+none"
 # Table 4 (ears, 55 points): the paper's five rows; DenseReg trains on the thin-plate-spline UV of the ears.
-TABLE4_PAIRS="densereg:none densereg:mdm densereg:aam dpm:mdm dpm:aam"
+TABLE4_PAIRS="densereg+none,densereg+mdm,densereg+aam,dpm+mdm,dpm+aam"
+REUSE=$([ "${RECOMPUTE:-0}" = 1 ] || echo --reuse)
 
 case "$target" in
   test)      exec $PY -m pytest -q -m "not slow" "$@" ;;
@@ -96,12 +100,10 @@ case "$target" in
     pick_source 300W; banner
     start=$(date +%s)
     pairs=$TABLE2_PAIRS
-    [ "$SRC" = real ] && pairs="$pairs dlib-68:none"   # dlib's predictor was trained on real 300-W faces
+    [ "$SRC" = real ] && pairs="$pairs,dlib-68+none"   # dlib's predictor was trained on real 300-W faces
     for seed in $(seq 0 $((SEEDS - 1))); do
-      for pair in $pairs; do
-        $PY -m benchmarks.run 300w --source "$SRC" --preset "$PRESET" --init "${pair%%:*}" --fitter "${pair##*:}" \
-          --workers "${WORKERS:-2}" --seed "$seed" "$@"
-      done
+      $PY -m benchmarks.run 300w --source "$SRC" --preset "$PRESET" --pairs "$pairs" $REUSE \
+        --workers "${WORKERS:-2}" --seed "$seed" "$@"
     done
     $PY -m benchmarks.run fig8 --source "$SRC" --preset "$PRESET"   # Fig. 8 from seed 0's models (default data root)
     $PY -m benchmarks.report
@@ -143,10 +145,8 @@ case "$target" in
     pick_source ears; banner
     start=$(date +%s)
     for seed in $(seq 0 $((SEEDS - 1))); do
-      for pair in $TABLE4_PAIRS; do
-        $PY -m benchmarks.run ears --source "$SRC" --preset "$PRESET" --init "${pair%%:*}" --fitter "${pair##*:}" \
-          --workers "${WORKERS:-2}" --seed "$seed" "$@"
-      done
+      $PY -m benchmarks.run ears --source "$SRC" --preset "$PRESET" --pairs "$TABLE4_PAIRS" $REUSE \
+        --workers "${WORKERS:-2}" --seed "$seed" "$@"
       $PY -m benchmarks.experiments.ear_pairs --source "$SRC" --preset "$PRESET" --seed "$seed" "$@"
     done
     $PY -m benchmarks.report

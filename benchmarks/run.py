@@ -52,9 +52,18 @@ def add_landmark_options(parser, required=True, iterations=True):
     """Options of a landmark run (an initialiser × fitter); ``iterations=False`` leaves ``--iterations`` to the
     caller (``helen``, whose segmentation options have it with the same meaning)."""
     inits = ", ".join(valid_forms(INITIALISERS, PREFIXED_INITIALISERS))
-    parser.add_argument("--init", required=required, help=f"initialiser: {inits}")
+    parser.add_argument("--init", required=False, help=f"initialiser: {inits}")
     parser.add_argument("--fitter", default="none",
                         help=f"fitter: {', '.join(valid_forms(FITTERS, PREFIXED_FITTERS))} (default none)")
+    if required:  # 300w and ears: a grid of rows in one process (Tables 2 and 4)
+        parser.add_argument("--pairs", default=None, metavar="INIT+FITTER,...",
+                            help="instead of --init/--fitter: several initialiser:fitter rows in one process, "
+                                 "loading the data once and running each initialiser once for all its rows "
+                                 "(e.g. densereg+none,densereg+mdm,dpm+mdm)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="reuse a recorded row whose artefacts, samples, code, torch and device are exactly "
+                             "these instead of evaluating again (printed as [cached]; benchmarks.evalcache); "
+                             "./reproduce.sh passes it unless RECOMPUTE=1")
     parser.add_argument("--split", default="test", help="dataset split (300w: test, indoor, outdoor, common, "
                                                         "challenging, full; default test)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
@@ -100,6 +109,15 @@ def parse_args(argv=None):
     add_common(fig9)
     depth.add_arguments(fig9)
     args = parser.parse_args(argv)
+    if args.command in ("300w", "ears"):
+        if (args.init is None) == (args.pairs is None):
+            parser.error(f"{args.command}: give exactly one of --init (with --fitter) or --pairs")
+        if args.pairs is not None:
+            pairs = [p.strip() for p in args.pairs.split(",") if p.strip()]
+            split = [tuple(p.rsplit("+", 1)) for p in pairs]     # a plug-in spec (module:name) keeps its colon
+            if not split or any(len(p) != 2 or not all(p) for p in split):
+                parser.error(f"--pairs takes INIT+FITTER,... (got {args.pairs!r})")
+            args.pairs = split
     if args.command == "helen":
         if (args.init is None) == (args.method is None):
             parser.error("helen: give exactly one of --init (landmarks) or --method (segmentation, Table 1)")
@@ -117,17 +135,20 @@ def _error_text(exc):
 
 
 def run_landmarks(args):
-    """Evaluate, record and print one landmark run; returns its row (raises :class:`RunError`)."""
+    """Evaluate, record and print the landmark run(s) of ``--init/--fitter`` or ``--pairs``; returns the rows
+    (raises :class:`RunError`)."""
     dataset = args.command
     protocol = landmarks.PROTOCOLS[dataset]
+    pairs = getattr(args, "pairs", None) or [(args.init, args.fitter)]
     if args.split not in datasets.SPLITS[dataset]:
         raise RunError(f"unknown {dataset} split {args.split!r}; valid: {', '.join(datasets.SPLITS[dataset])}")
-    for spec, registry, prefixed, kind in ((args.init, INITIALISERS, PREFIXED_INITIALISERS, "initialiser"),
-                                           (args.fitter, FITTERS, PREFIXED_FITTERS, "fitter")):
-        try:  # fail before loading any data when a name is wrong or a plug-in does not import
-            resolve_factory(spec, registry, prefixed, kind)
-        except (LookupError, ValueError) as e:
-            raise RunError(_error_text(e)) from e
+    for pair in pairs:
+        for spec, registry, prefixed, kind in ((pair[0], INITIALISERS, PREFIXED_INITIALISERS, "initialiser"),
+                                               (pair[1], FITTERS, PREFIXED_FITTERS, "fitter")):
+            try:  # fail before loading any data when a name is wrong or a plug-in does not import
+                resolve_factory(spec, registry, prefixed, kind)
+            except (LookupError, ValueError) as e:
+                raise RunError(_error_text(e)) from e
     source, root = resolve_data(protocol.folder, args.source, args.root)
     try:
         samples = datasets.load_dataset(dataset, root, args.split, **protocol.load_options)
@@ -141,20 +162,24 @@ def run_landmarks(args):
     if args.limit is not None:
         samples = samples[:args.limit]
         tag = f"{tag},limit={args.limit}" if tag else f"limit={args.limit}"
-    ctx = RunContext(source=source, root=root, dataset=dataset, runs_dir=artefact_root(args.runs, source, dataset),
-                     preset=args.preset, seed=args.seed, checkpoint=args.checkpoint, device=args.device,
-                     iterations=getattr(args, "iterations", None))
-    print(f"[run] {dataset}/{args.split} ({source} data at {root}, {len(samples)} images): init {args.init}, "
-          f"fitter {args.fitter}, preset {ctx.preset}, seed {args.seed}", file=sys.stderr)
-    try:
-        row, results, table, err_path, replaced = landmarks.run(
-            samples, args.init, args.fitter, ctx, split=args.split, results_dir=Path(args.results),
-            norm=protocol.norm, workers=args.workers, tag=tag, progress=not args.no_progress)
-    except (NotImplementedError, LookupError, ValueError, OSError, formats.DatasetError, ArtefactError) as e:
-        raise RunError(_error_text(e)) from e
-    if shards.is_writer():                     # under torchrun, rank 0 reports what it wrote
-        _print_report(row, results, table, err_path, replaced)
-    return row
+    memo, rows = {}, []                        # an initialiser's outputs, shared by the pairs that use it
+    for init, fitter in pairs:
+        ctx = RunContext(source=source, root=root, dataset=dataset, runs_dir=artefact_root(args.runs, source, dataset),
+                         preset=args.preset, seed=args.seed, checkpoint=args.checkpoint, device=args.device,
+                         iterations=getattr(args, "iterations", None))
+        print(f"[run] {dataset}/{args.split} ({source} data at {root}, {len(samples)} images): init {init}, "
+              f"fitter {fitter}, preset {ctx.preset}, seed {args.seed}", file=sys.stderr)
+        try:
+            row, results, table, err_path, replaced = landmarks.run(
+                samples, init, fitter, ctx, split=args.split, results_dir=Path(args.results),
+                norm=protocol.norm, workers=args.workers, tag=tag, progress=not args.no_progress, memo=memo,
+                reuse=getattr(args, "reuse", False))
+        except (NotImplementedError, LookupError, ValueError, OSError, formats.DatasetError, ArtefactError) as e:
+            raise RunError(_error_text(e)) from e
+        if shards.is_writer():                     # under torchrun, rank 0 reports what it wrote
+            _print_report(row, results, table, err_path, replaced)
+        rows.append(row)
+    return rows if len(rows) > 1 else rows[0]
 
 
 def _print_report(row, results, csv_path, err_path, replaced):
@@ -170,7 +195,8 @@ def _print_report(row, results, csv_path, err_path, replaced):
               + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + "); first ones:")
         for r in failed[:5]:
             print(f"  {r['name']}: {r['status']}: {r['message']}")
-    what = "replaced the earlier row in" if replaced else "appended to"
+    what = ("kept (reused, unchanged) in" if replaced is None else
+            "replaced the earlier row in" if replaced else "appended to")
     print(f"row {what} {csv_path}; per-image errors in {err_path}")
 
 

@@ -107,12 +107,41 @@ def _check_shape(pred, n_points, who):
     return shape, None
 
 
-def evaluate_sample(sample, init, fit, norm):
+def _run_init(sample, image, init, n_points):
+    """``init`` on one sample: ``{"pred", "status", "message", "seconds"}`` (``pred`` None unless ``ok``)."""
+    out = {"pred": None, "status": "ok", "message": ""}
+    start = time.perf_counter()
+    try:
+        kwargs = {"name": sample.name} if getattr(init, "needs_name", False) else {}
+        pred = init(image, np.array(sample.box, dtype=float), **kwargs)
+    except Miss as e:  # a declared miss, with its reason (e.g. no prediction file)
+        out.update(status="miss", message=str(e))
+    except formats.DatasetError:  # a malformed input file (a box file): the data's fault, not the method's
+        raise
+    except Exception as e:  # any failure of a method is a scored failure, never a crash of the run
+        out.update(status="init-error", message=_message(e))
+    else:
+        if pred is None:
+            out.update(status="miss", message="initialiser found no face")
+        else:
+            out["pred"], reason = _check_shape(pred, n_points, "initialiser")
+            if reason:
+                out.update(status="init-invalid", message=reason)
+    out["seconds"] = time.perf_counter() - start
+    return out
+
+
+def evaluate_sample(sample, init, fit, norm, replay=None):
     """Run ``init`` then ``fit`` on one sample and score it.
 
+    ``replay``: this sample's ``"init"`` record from an earlier run of the same initialiser on the same data in
+    this process (:func:`run`'s ``memo``): the initialiser is not called again, its recorded output and time
+    are used. The initialisers are deterministic and draw nothing from the per-image seed, so a replayed run
+    scores exactly what a fresh one does (``tests/test_run.py`` checks it).
+
     Returns:
-        dict with ``name``, ``error`` (``+inf`` on any failure), ``status``, ``message`` and ``seconds`` (time
-        spent in the two methods).
+        dict with ``name``, ``error`` (``+inf`` on any failure), ``status``, ``message``, ``seconds`` (time
+        spent in the two methods) and ``init`` (the initialiser's record, for replay).
 
     Raises:
         formats.DatasetError: the sample's image, or a file a method reads for it (a ``boxes:DIR`` box file),
@@ -120,29 +149,13 @@ def evaluate_sample(sample, init, fit, norm):
     """
     image = sample.image()
     gt = sample.landmarks
-    out = {"name": sample.name, "error": float("inf"), "status": "ok", "message": ""}
+    record = dict(replay) if replay is not None else _run_init(sample, image, init, len(gt))
+    out = {"name": sample.name, "error": float("inf"), "status": record["status"], "message": record["message"],
+           "init": record}
     start = time.perf_counter()
-    try:
-        kwargs = {"name": sample.name} if getattr(init, "needs_name", False) else {}
-        pred = init(image, np.array(sample.box, dtype=float), **kwargs)
-    except Miss as e:  # a declared miss, with its reason (e.g. no prediction file)
-        pred = None
-        out.update(status="miss", message=str(e))
-    except formats.DatasetError:  # a malformed input file (a box file): the data's fault, not the method's
-        raise
-    except Exception as e:  # any failure of a method is a scored failure, never a crash of the run
-        pred = None
-        out.update(status="init-error", message=_message(e))
-    else:
-        if pred is None:
-            out.update(status="miss", message="initialiser found no face")
-        else:
-            pred, reason = _check_shape(pred, len(gt), "initialiser")
-            if reason:
-                out.update(status="init-invalid", message=reason)
     if out["status"] == "ok":
         try:
-            fitted = fit(image, pred.copy())
+            fitted = fit(image, record["pred"].copy())
         except formats.DatasetError:
             raise
         except Exception as e:
@@ -154,7 +167,7 @@ def evaluate_sample(sample, init, fit, norm):
             else:
                 box = sample.box if norm.startswith("box") else None
                 out["error"] = float(metrics.nme(fitted, gt, norm=norm, box=box))
-    out["seconds"] = time.perf_counter() - start
+    out["seconds"] = record["seconds"] + time.perf_counter() - start
     return out
 
 
@@ -182,12 +195,12 @@ def _died(sample, death):
             "seconds": death.seconds}
 
 
-def _evaluate_in_workers(samples, indices, methods, norm, workers, seed, bar):
+def _evaluate_in_workers(samples, indices, methods, norm, workers, seed, bar, replays):
     """The per-sample dicts of :func:`evaluate` for ``samples[indices]``, computed in forked workers that
-    inherit ``methods``."""
+    inherit ``methods`` (and ``replays``)."""
     def task(k):
         seed_everything(seed, indices[k])
-        return evaluate_sample(samples[indices[k]], *methods, norm)
+        return evaluate_sample(samples[indices[k]], *methods, norm, replays and replays[indices[k]])
 
     results = [None] * len(indices)
     try:
@@ -202,8 +215,10 @@ def _evaluate_in_workers(samples, indices, methods, norm, workers, seed, bar):
     return results
 
 
-def evaluate(samples, methods, norm, workers=1, seed=0, progress=True, desc=""):
+def evaluate(samples, methods, norm, workers=1, seed=0, progress=True, desc="", replays=None):
     """Evaluate every sample with ``methods = (init, fit)``, in sample order; ``workers > 1`` forks.
+    ``replays``: None, or one ``init`` record per sample (:func:`evaluate_sample`) to use instead of calling
+    the initialiser.
 
     Under ``torchrun`` this rank evaluates its shard only (``densereg.data.shards``) and every rank gets all
     the results back in sample order; image ``i`` is seeded from ``(seed, i)`` wherever it runs.
@@ -223,10 +238,10 @@ def evaluate(samples, methods, norm, workers=1, seed=0, progress=True, desc=""):
     if workers <= 1:
         for index in indices:
             seed_everything(seed, index)
-            results.append(evaluate_sample(samples[index], *methods, norm))
+            results.append(evaluate_sample(samples[index], *methods, norm, replays and replays[index]))
             bar.update()
     else:
-        results = _evaluate_in_workers(samples, indices, methods, norm, workers, seed, bar)
+        results = _evaluate_in_workers(samples, indices, methods, norm, workers, seed, bar, replays)
     bar.close()
     return shards.gather_in_order(shard, indices, results, len(samples))
 
@@ -303,26 +318,62 @@ def _refuse_if_the_method_always_failed(results):
                                  f"first errors: {first}")
 
 
-def run(samples, init_spec, fitter_spec, ctx, *, split, results_dir, norm, workers=1, tag="", progress=True):
+_SAMPLES = ("samples fingerprint",)   # memo key of the evaluated samples' fingerprint (never an initialiser spec)
+
+
+def run(samples, init_spec, fitter_spec, ctx, *, split, results_dir, norm, workers=1, tag="", progress=True,
+        memo=None, reuse=False):
     """The whole protocol for one initialiser × fitter: build, predict, score, summarise, record.
 
+    Args:
+        memo: None, or a dict shared by the runs of one process over the same ``samples``, seed and preset
+            (``benchmarks.run 300w --pairs``): an initialiser's per-sample records are kept under its spec, and a
+            later pair with the same initialiser replays them instead of running it again (the DenseReg rows
+            of Table 2 run DenseReg once).
+        reuse: reuse the recorded row when every input is unchanged (``benchmarks.evalcache``; single process;
+            every single-process run is recorded for a later reuse).
+
     Returns:
-        ``(row, results, table_path, errors_path, n_replaced)``.
+        ``(row, results, table_path, errors_path, n_replaced)``; ``n_replaced`` is ``None`` for a reused row.
     """
     shard = shards.current()
     with shards.rank_zero_first(shard):                     # under torchrun: one rank trains, the others load
         methods = build_methods(init_spec, fitter_spec, ctx)   # builds (or checks) every artefact, recorded in ctx
     device = method_device(ctx)
-    results = evaluate(samples, methods, norm, workers=workers, seed=ctx.seed, progress=progress,
-                       desc=f"{ctx.dataset}/{split} {init_spec}+{fitter_spec}")
-    _refuse_if_the_method_always_failed(results)
     key = {"dataset": ctx.dataset, "split": split, "init": init_spec, "fitter": fitter_spec, "source": ctx.source,
            "preset": ctx.preset_label, "seed": ctx.seed, "artefacts": ctx.identity(), "tag": tag}
+    table = results_table(results_dir, ctx.dataset)
+    full_key = None
+    if shard.world <= 1:                                    # every run is recorded for reuse; --reuse looks
+        from benchmarks import evalcache
+        from densereg.data.fingerprint import fingerprint
+
+        samples_fp = memo.get(_SAMPLES) if memo is not None else None
+        if samples_fp is None:
+            samples_fp = fingerprint(samples)
+            if memo is not None:
+                memo[_SAMPLES] = samples_fp
+        full_key = evalcache.cache_key(key, samples_fp, norm, device)
+        hit = evalcache.lookup(ctx.cache_dir, full_key, table, results_dir) if reuse else None
+        if hit is not None:
+            row, results = hit
+            print(f"[cached] {ctx.dataset}/{split} {init_spec}+{fitter_spec} seed {ctx.seed}: the row of "
+                  f"{row['date']} is reused (same artefacts, samples, code, torch and device; drop --reuse "
+                  "to evaluate again)", file=sys.stderr)
+            return row, results, table, Path(results_dir) / row["errors"], None
+    replays = memo.get(init_spec) if memo is not None else None
+    results = evaluate(samples, methods, norm, workers=workers, seed=ctx.seed, progress=progress,
+                       desc=f"{ctx.dataset}/{split} {init_spec}+{fitter_spec}", replays=replays)
+    inits = [r.pop("init", None) for r in results]
+    if memo is not None and replays is None and all(i is not None for i in inits):
+        memo[init_spec] = inits
+    _refuse_if_the_method_always_failed(results)
     err_path = errors_path(results_dir, ctx.dataset, split, init_spec, fitter_spec, ctx.source, ctx.preset_label, tag,
                            ctx.seed, ctx.identity())
     row = summary_row(results, key, device, err_path.relative_to(results_dir).as_posix())
-    table = results_table(results_dir, ctx.dataset)
     replaced = 0
     if shards.is_writer(shard):                             # under torchrun only rank 0 writes
         replaced = records.write_run(table, [row], SCHEMA, err_path, error_rows(results))
+        if full_key is not None:
+            evalcache.store(ctx.cache_dir, full_key, row, results_dir)
     return row, results, table, err_path, replaced
