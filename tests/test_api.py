@@ -182,3 +182,32 @@ def test_a_tiny_checkpoint_round_trips_through_the_api(tiny_checkpoint, tiny_syn
                           tiny_checkpoint.parent.parent / "deeplab", progress=False)
     with pytest.raises(ValueError, match="last.pt: a deeplab checkpoint, not a DenseReg one"):
         DenseReg.load(deeplab)
+
+
+def test_export_ships_fp16_weights_that_load_and_predict_like_the_source(tiny_checkpoint, tmp_path):
+    from densereg.nn import export
+
+    out = export.export_checkpoint(tiny_checkpoint, tmp_path / "shipped.pt")
+    state = torch.load(out, map_location="cpu", weights_only=True)
+    assert "optimizer" not in state and "torch_rng" not in state
+    assert all(v.dtype == torch.float16 for v in state["model"].values() if torch.is_floating_point(v))
+    assert state["exported"]["dtype"] == "torch.float16" and len(state["exported"]["from_sha256"]) == 64
+    assert out.stat().st_size < tiny_checkpoint.stat().st_size / 2
+    source, shipped = DenseReg.load(tiny_checkpoint, device="cpu"), DenseReg.load(out, device="cpu")
+    assert next(shipped.net.parameters()).dtype == torch.float32          # computes in float32
+    assert shipped.config == source.config and shipped.shape_model is not None
+    assert 0 < export.max_difference(tiny_checkpoint, out) < 1e-2         # only the weights' rounding
+
+
+def test_pretrained_names_what_is_shipped_and_how_to_make_a_missing_file(monkeypatch, tmp_path, tiny_checkpoint):
+    from densereg.nn import export
+    from densereg.readout import predictor
+
+    with pytest.raises(KeyError, match="shipped: transfer"):
+        DenseReg.pretrained("nonsense")
+    monkeypatch.setattr(predictor, "WEIGHTS_DIR", tmp_path)
+    with pytest.raises(FileNotFoundError, match="reproduce.sh transfer"):
+        DenseReg.pretrained()
+    export.export_checkpoint(tiny_checkpoint, tmp_path / predictor.PRETRAINED["transfer"]["file"])
+    model = DenseReg.pretrained(device="cpu")
+    assert model.config.preset == "tiny" and model.landmarks(image()) is not None

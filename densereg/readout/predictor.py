@@ -31,6 +31,17 @@ from densereg.readout.forward import UVMap, as_batch, predict
 from densereg.readout.parts import transfer_parts
 
 
+# Weights shipped inside the package (float16 exports of a training checkpoint, ``densereg.nn.export``): name ->
+# file under densereg/weights/ and the commands that rebuild it.
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+PRETRAINED = {
+    "transfer": {"file": "transfer-fp16.pt",
+                 "command": "./reproduce.sh transfer (trains the transfer preset on the realistic synthetic faces, "
+                            "then python -m densereg.nn.export runs/synthetic/densereg-transfer/last.pt "
+                            "--out densereg/weights/transfer-fp16.pt)"},
+}
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"``: CUDA when available, else CPU; anything else as ``torch.device`` reads it."""
     if isinstance(device, str) and device == "auto":
@@ -107,6 +118,24 @@ class DenseReg:
         else:
             template = template_named(config.template, data_root)
         return cls(net, config, template, checkpoint.checkpoint_shape_model(state, path), identity, device)
+
+    @classmethod
+    def pretrained(cls, name: str = "transfer", device: str | torch.device = "auto") -> "DenseReg":
+        """A model whose weights ship with the package (:data:`PRETRAINED`, in ``densereg/weights/``).
+
+            model = DenseReg.pretrained()            # the transfer preset, trained on synthetic faces only
+
+        Raises:
+            KeyError: no shipped model of that name (lists the names).
+            FileNotFoundError: the weights file is missing from this install (names the command that makes it).
+        """
+        if name not in PRETRAINED:
+            raise KeyError(f"no pretrained DenseReg named {name!r}; shipped: {', '.join(PRETRAINED)}")
+        path = WEIGHTS_DIR / PRETRAINED[name]["file"]
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: the {name!r} weights are not in this install; make them with: "
+                                    f"{PRETRAINED[name]['command']}")
+        return cls.load(path, device)
 
     # ---------------------------------------------------------------------------------------------- read-outs
 
