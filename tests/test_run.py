@@ -41,6 +41,12 @@ def make_300w_tree(root, per_folder=3, seed=1):
     return root
 
 
+@pytest.fixture(autouse=True)
+def _outputs_in_tmp(tmp_path, monkeypatch):
+    """Runs default their outputs (./results, ./runs) to the current folder: keep them out of the checkout."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture
 def data(tmp_path, monkeypatch):
     root = make_300w_tree(tmp_path / "data")
@@ -329,7 +335,8 @@ def test_module_entry_point(data, tmp_path):
     """``python -m benchmarks.run`` as a user types it (the docstring's command)."""
     results = tmp_path / "results"
     proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "300w", "--init", "mean-shape", "--fitter",
-                           "none", "--results", str(results)], cwd=REPO, capture_output=True, text=True)
+                           "none", "--results", str(results), "--runs", str(tmp_path / "runs")], cwd=REPO,
+                          capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "300w_test_mean-shape_none_real_paper.csv" in proc.stdout
     assert len(read_row(results)[0]) == 1
