@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-TARGETS="test test-all data bench gpu-bench table1 table2 table3 table4 fig5 fig7 fig8 fig9 fig10 sim2real transfer all"
+TARGETS="test test-all data bench gpu-bench table1 table2 table3 table4 fig5 fig7 fig8 fig9 fig10 sim2real transfer sim2real-ablation all"
 
 usage() {
   echo "usage: ./reproduce.sh TARGET   (one of: $TARGETS)" >&2
@@ -153,7 +153,7 @@ case "$target" in
     echo "[$target] done in $(( $(date +%s) - start )) s; results/table4.md, verdicts in results/verdicts.md, results/figures/fig1{1,2}_ears_$SRC.png"
     banner ;;
   transfer)  # issue 17: the transfer preset on the realistic synthetic faces (about 35 min on 2 quiet cores), then
-             # sim2real; resumes an interrupted training. DenseReg.pretrained() loads the float16 export of it.
+             # sim2real; resumes an interrupted training. DenseReg.pretrained() loads the int8 export of it.
     start=$(date +%s)
     [ -f data/realistic/synth.json ] || \
       $PY -m densereg.data.synth --style realistic --out data/realistic --n-test 60 --n-helen 0
@@ -162,7 +162,20 @@ case "$target" in
     $PY -m benchmarks.run sim2real --checkpoint runs/synthetic/densereg-transfer/last.pt \
       --label "transfer preset, 6000 steps on data/realistic" "$@"
     echo "[transfer] done in $(( $(date +%s) - start )) s; ship it with: $PY -m densereg.nn.export" \
-         "runs/synthetic/densereg-transfer/last.pt --out densereg/weights/transfer-fp16.pt" ;;
+         "runs/synthetic/densereg-transfer/last.pt --out densereg/weights/transfer-int8.pt --dtype int8" ;;
+  sim2real-ablation)  # issue 17: which renderer change moves the real-face numbers; each style's data, the same
+             # shortened transfer schedule (ITERATIONS, default 1000 = the cpu preset's) on N_TRAIN images (1000),
+             # then sim2real; rows labelled by style in results/sim2real.csv
+    start=$(date +%s)
+    for style in ${STYLES:-realistic realistic-no-head realistic-no-lighting realistic-no-scenes}; do
+      [ -f "data/ablation/$style/synth.json" ] || $PY -m densereg.data.synth --style "$style" \
+        --out "data/ablation/$style" --n-train "${N_TRAIN:-1000}" --n-test 20 --n-helen 0
+      $PY -m densereg.nn.train --preset transfer --iterations "${ITERATIONS:-1000}" --out "runs/synthetic/ablation/$style" \
+        --root "data/ablation/$style" --source synthetic
+      $PY -m benchmarks.run sim2real --checkpoint "runs/synthetic/ablation/$style/last.pt" \
+        --label "ABLATION --style $style: transfer preset cut to ${ITERATIONS:-1000} steps on ${N_TRAIN:-1000} images" "$@"
+      echo "[$target] $style done at $(( $(date +%s) - start )) s"
+    done ;;
   sim2real)  # a checkpoint trained on synthetic faces vs dlib-68 on every real face here (CHECKPOINT=... to choose)
     ckpt=${CHECKPOINT:-runs/synthetic/densereg-${PRESET:-cpu}/last.pt}
     [ -f "$ckpt" ] || { echo "[sim2real] no checkpoint $ckpt: ./reproduce.sh table2 trains it, or set CHECKPOINT=FILE" >&2; exit 2; }

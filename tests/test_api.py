@@ -185,7 +185,7 @@ def test_a_tiny_checkpoint_round_trips_through_the_api(tiny_checkpoint, tiny_syn
 
 
 def test_export_ships_fp16_weights_that_load_and_predict_like_the_source(tiny_checkpoint, tmp_path):
-    from densereg.nn import export
+    from densereg.nn import checkpoint, export
 
     out = export.export_checkpoint(tiny_checkpoint, tmp_path / "shipped.pt")
     state = torch.load(out, map_location="cpu", weights_only=True)
@@ -197,6 +197,15 @@ def test_export_ships_fp16_weights_that_load_and_predict_like_the_source(tiny_ch
     assert next(shipped.net.parameters()).dtype == torch.float32          # computes in float32
     assert shipped.config == source.config and shipped.shape_model is not None
     assert 0 < export.max_difference(tiny_checkpoint, out) < 1e-2         # only the weights' rounding
+    small = export.export_checkpoint(tiny_checkpoint, tmp_path / "int8.pt", torch.int8)
+    state8 = torch.load(small, map_location="cpu", weights_only=True)
+    convs = [k for k, v in state8["model"].items() if v.dtype == torch.int8]
+    assert convs and set(convs) == set(state8["model_scales"]) and small.stat().st_size < out.stat().st_size
+    source_w = torch.load(tiny_checkpoint, map_location="cpu", weights_only=True)["model"][convs[0]]
+    back = checkpoint.dequantized(state8)[convs[0]]
+    peak = source_w.abs().amax(dim=tuple(range(1, source_w.dim())), keepdim=True)
+    assert ((back - source_w).abs() <= peak / 254 + 1e-7).all()             # half a quantisation step per channel
+    assert DenseReg.load(small, device="cpu").landmarks(image()) is not None
 
 
 def test_pretrained_names_what_is_shipped_and_how_to_make_a_missing_file(monkeypatch, tmp_path, tiny_checkpoint):
@@ -208,6 +217,6 @@ def test_pretrained_names_what_is_shipped_and_how_to_make_a_missing_file(monkeyp
     monkeypatch.setattr(predictor, "WEIGHTS_DIR", tmp_path)
     with pytest.raises(FileNotFoundError, match="reproduce.sh transfer"):
         DenseReg.pretrained()
-    export.export_checkpoint(tiny_checkpoint, tmp_path / predictor.PRETRAINED["transfer"]["file"])
+    export.export_checkpoint(tiny_checkpoint, tmp_path / predictor.PRETRAINED["transfer"]["file"], torch.int8)
     model = DenseReg.pretrained(device="cpu")
     assert model.config.preset == "tiny" and model.landmarks(image()) is not None

@@ -10,7 +10,9 @@ reads it without running code. Keys written by DenseReg / DeepLab training (:dat
   (:meth:`densereg.geometry.shape_model.ShapeModel.to_arrays`, fitted when training ends), or None;
 * ``template_landmarks``: only when the template is made from the training data (ears: the reference ear,
   ``densereg.geometry.ear``), its landmarks' UV as a tensor;
-* ``format``: the kind of checkpoint, checked on reading.
+* ``format``: the kind of checkpoint, checked on reading;
+* in a shipping export only (``densereg.nn.export``): ``exported`` (source sha256, dtype) and, for int8,
+  ``model_scales`` (per-output-channel scales of the int8 weights; :func:`dequantized`).
 
 :func:`save_checkpoint` and :func:`read_checkpoint` are generic (any ``kind``, any config dict), so other
 trained networks (MDM) use the same module.
@@ -131,6 +133,18 @@ def shape_model_state(model: ShapeModel) -> dict:
             for k, v in model.to_arrays().items()}
 
 
+def dequantized(state: dict) -> dict:
+    """The model state dict of a checkpoint, with the int8 weights of an export (``densereg.nn.export``,
+    ``model_scales``: one float scale per output channel) multiplied back to float32; other tensors as stored
+    (``load_state_dict`` casts float16 ones to the parameters' float32)."""
+    scales = state.get("model_scales") or {}
+    model = dict(state["model"])
+    for name, scale in scales.items():
+        w = model[name]
+        model[name] = w.float() * scale.float().reshape(-1, *([1] * (w.dim() - 1)))
+    return model
+
+
 def load_model(path: str | os.PathLike, expect: dict | None = None):
     """A trained model (DenseReg or DeepLab-v2, as its config's ``task`` says) in eval mode, and its config.
 
@@ -143,7 +157,7 @@ def load_model(path: str | os.PathLike, expect: dict | None = None):
     cfg = checkpoint_config(state)
     model = build_model(cfg)
     try:
-        model.load_state_dict(state["model"], strict=True)
+        model.load_state_dict(dequantized(state), strict=True)
     except RuntimeError as exc:
         raise ValueError(f"{path}: weights do not fit the network its config describes: {exc}") from exc
     return model.eval(), cfg

@@ -1,6 +1,7 @@
-"""Export a trained DenseReg checkpoint for shipping: weights only, in float16, everything the read-out needs kept.
+"""Export a trained DenseReg checkpoint for shipping: weights only, in float16 or int8, the read-out's needs kept.
 
-    python -m densereg.nn.export runs/synthetic/densereg-transfer/last.pt --out densereg/weights/transfer-fp16.pt
+    python -m densereg.nn.export runs/synthetic/densereg-transfer/last.pt --out densereg/weights/transfer-int8.pt \
+        --dtype int8
 
 A training checkpoint carries the optimiser's state (twice the weights again for Adam) and the RNG state to
 resume with; neither is needed to predict. The export keeps the model's state dict (floating-point tensors cast
@@ -8,7 +9,13 @@ to float16, integer buffers as they are), the resolved config, the training data
 model and, for ears, the reference landmarks, and adds ``exported``: the source file's sha256 and the dtype.
 ``DenseReg.load`` reads it like any checkpoint (``weights_only=True``); ``load_state_dict`` casts the weights
 back to float32, so the network computes in float32 and differs from the source only by the rounding of its
-weights to float16 (:func:`max_difference` measures it on an image).
+weights (:func:`max_difference` measures it on an image).
+
+``int8`` stores every convolution and linear weight (the tensors of two or more dimensions) as int8 with one
+symmetric scale per output channel (``model_scales``: ``w ≈ q · max|w_c| / 127``), the rest in float16;
+``checkpoint.load_model`` multiplies them back (``checkpoint.dequantized``). It halves the float16 file, which
+is what lets the ``transfer`` network (2.8 M weights: 5.6 MB in float16) ship under 5 MB; the read-out's change
+is measured, not assumed (``python -m benchmarks.run sim2real`` on both files).
 """
 
 from __future__ import annotations
@@ -35,9 +42,20 @@ def export_checkpoint(src, out, dtype: torch.dtype = torch.float16) -> Path:
     state = checkpoint.read_checkpoint(src)
     if state["config"].get("task", "densereg") != "densereg":
         raise ValueError(f"{src}: a {state['config'].get('task')} checkpoint, not a DenseReg one")
-    model = {k: (v.to(dtype) if torch.is_floating_point(v) else v) for k, v in state["model"].items()}
-    kept = {k: v for k, v in state.items() if k not in DROPPED and k not in ("model", "format")}
+    model, scales = {}, {}
+    for k, v in state["model"].items():
+        if not torch.is_floating_point(v):
+            model[k] = v
+        elif dtype == torch.int8 and v.dim() >= 2:
+            peak = v.float().abs().amax(dim=tuple(range(1, v.dim()))).clamp_min(1e-12)
+            scales[k] = peak / 127.0
+            model[k] = torch.round(v.float() / scales[k].reshape(-1, *([1] * (v.dim() - 1)))).to(torch.int8)
+        else:
+            model[k] = v.to(torch.float16 if dtype == torch.int8 else dtype)
+    kept = {k: v for k, v in state.items() if k not in DROPPED and k not in ("model", "format", "model_scales")}
     kept["model"] = model
+    if scales:
+        kept["model_scales"] = scales
     kept["exported"] = {"from_sha256": hashlib.sha256(src.read_bytes()).hexdigest(), "dtype": str(dtype)}
     return checkpoint.save_checkpoint(out, kept)
 
@@ -57,7 +75,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m densereg.nn.export", description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", type=Path, help="a DenseReg training checkpoint (last.pt)")
     parser.add_argument("--out", type=Path, required=True, help="the exported file")
-    parser.add_argument("--dtype", choices=("float16", "float32"), default="float16")
+    parser.add_argument("--dtype", choices=("float16", "int8", "float32"), default="float16")
     args = parser.parse_args(argv)
     try:
         out = export_checkpoint(args.checkpoint, args.out, getattr(torch, args.dtype))

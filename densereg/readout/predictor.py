@@ -31,14 +31,14 @@ from densereg.readout.forward import UVMap, as_batch, predict
 from densereg.readout.parts import transfer_parts
 
 
-# Weights shipped inside the package (float16 exports of a training checkpoint, ``densereg.nn.export``): name ->
+# Weights shipped inside the package (int8 exports of a training checkpoint, ``densereg.nn.export``): name ->
 # file under densereg/weights/ and the commands that rebuild it.
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 PRETRAINED = {
-    "transfer": {"file": "transfer-fp16.pt",
+    "transfer": {"file": "transfer-int8.pt",
                  "command": "./reproduce.sh transfer (trains the transfer preset on the realistic synthetic faces, "
                             "then python -m densereg.nn.export runs/synthetic/densereg-transfer/last.pt "
-                            "--out densereg/weights/transfer-fp16.pt)"},
+                            "--out densereg/weights/transfer-int8.pt --dtype int8)"},
 }
 
 
