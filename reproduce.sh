@@ -39,8 +39,15 @@ setup_venv() {
 target=$1; shift
 case " $TARGETS " in *" $target "*) ;; *) echo "unknown target: $target" >&2; usage ;; esac
 
+T0=$(date +%s)
 setup_venv
 PY=.venv/bin/python
+STAGES="venv $(( $(date +%s) - T0 )) s"
+timed() {  # timed NAME CMD...: run CMD, add "NAME <seconds>" to $STAGES (printed at the end of a target)
+  local name=$1 s; shift; s=$(date +%s)
+  "$@"
+  STAGES="$STAGES | $name $(( $(date +%s) - s )) s"
+}
 export PYTHONHASHSEED=0
 
 # Real data when $DENSEREG_DATA holds the dataset's folder, else the synthetic benchmark (said, never silent).
@@ -102,11 +109,12 @@ case "$target" in
     pairs=$TABLE2_PAIRS
     [ "$SRC" = real ] && pairs="$pairs,dlib-68+none"   # dlib's predictor was trained on real 300-W faces
     for seed in $(seq 0 $((SEEDS - 1))); do
-      $PY -m benchmarks.run 300w --source "$SRC" --preset "$PRESET" --pairs "$pairs" $REUSE \
+      timed "grid seed $seed" $PY -m benchmarks.run 300w --source "$SRC" --preset "$PRESET" --pairs "$pairs" $REUSE \
         --workers "${WORKERS:-2}" --seed "$seed" "$@"
     done
-    $PY -m benchmarks.run fig8 --source "$SRC" --preset "$PRESET"   # Fig. 8 from seed 0's models (default data root)
-    $PY -m benchmarks.report
+    timed fig8 $PY -m benchmarks.run fig8 --source "$SRC" --preset "$PRESET"   # seed 0's models (default data root)
+    timed report $PY -m benchmarks.report
+    echo "[$target] stages: $STAGES (inside a grid: the [artefact] 'built in' and [time] lines above)"
     echo "[$target] done in $(( $(date +%s) - start )) s; tables in results/table2.md, verdicts in results/verdicts.md, curves in results/figures/"
     banner ;;
   fig5)

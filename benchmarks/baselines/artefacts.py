@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -200,9 +201,11 @@ def ensure_artefact(path, config, samples, build, command, *, explicit=False, st
     # The stamp goes first: a build killed half-way leaves either nothing (rebuilt next time) or a resumable
     # artefact whose stamp already says what it is being built from (resumed next time, never mistaken).
     write_sidecar(path, config, data, command)
+    start = time.perf_counter()
     build(path)
     if not path.exists():
         raise ArtefactError(path, "the build finished without writing it", command)
+    print(f"[artefact] {path}: built in {time.perf_counter() - start:.0f} s", file=sys.stderr)
     return Artefact(path, config, data, label)
 
 

@@ -337,8 +337,10 @@ def run(samples, init_spec, fitter_spec, ctx, *, split, results_dir, norm, worke
         ``(row, results, table_path, errors_path, n_replaced)``; ``n_replaced`` is ``None`` for a reused row.
     """
     shard = shards.current()
+    start = time.perf_counter()
     with shards.rank_zero_first(shard):                     # under torchrun: one rank trains, the others load
         methods = build_methods(init_spec, fitter_spec, ctx)   # builds (or checks) every artefact, recorded in ctx
+    built = time.perf_counter() - start
     device = method_device(ctx)
     key = {"dataset": ctx.dataset, "split": split, "init": init_spec, "fitter": fitter_spec, "source": ctx.source,
            "preset": ctx.preset_label, "seed": ctx.seed, "artefacts": ctx.identity(), "tag": tag}
@@ -362,8 +364,12 @@ def run(samples, init_spec, fitter_spec, ctx, *, split, results_dir, norm, worke
                   "to evaluate again)", file=sys.stderr)
             return row, results, table, Path(results_dir) / row["errors"], None
     replays = memo.get(init_spec) if memo is not None else None
+    start = time.perf_counter()
     results = evaluate(samples, methods, norm, workers=workers, seed=ctx.seed, progress=progress,
                        desc=f"{ctx.dataset}/{split} {init_spec}+{fitter_spec}", replays=replays)
+    print(f"[time] {ctx.dataset}/{split} {init_spec}+{fitter_spec} seed {ctx.seed}: methods built or loaded in "
+          f"{built:.0f} s, {len(samples)} images evaluated in {time.perf_counter() - start:.0f} s"
+          + (" (initialiser replayed)" if replays is not None else ""), file=sys.stderr)
     inits = [r.pop("init", None) for r in results]
     if memo is not None and replays is None and all(i is not None for i in inits):
         memo[init_spec] = inits
