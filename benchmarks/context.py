@@ -117,7 +117,8 @@ def add_common(parser):
                         help="cache of trained artefacts: <runs>/<source>/, or <runs>/<source>/<dataset>/ for "
                              "datasets with their own training split (ears); default ./runs")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N samples")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="evaluate only the first N samples (300vw: the first N frames of each video)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
