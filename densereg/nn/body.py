@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from densereg.data import synth_body
 from densereg.geometry import body
+from densereg.nn.batches import StepBatches
 from densereg.nn.model import REG_WEIGHT_QUANTISED, TrunkNet, _masked_mean, _resize
 
 
@@ -162,20 +163,8 @@ def training_samples(cfg) -> list:
     return synth_body.load_body(root, cfg.split)
 
 
-class BodyBatches(torch.utils.data.Dataset):
+class BodyBatches(StepBatches):
     """Item ``t`` is the whole batch of step ``t``: images, ``patch``, ``u``, ``v``, ``valid``."""
-
-    def __init__(self, samples: list, cfg, rank: int = 0):
-        if not samples:
-            raise ValueError("no training samples")
-        self.samples, self.cfg, self.rank = samples, cfg, rank
-
-    def __len__(self) -> int:
-        return self.cfg.iterations
-
-    def __getitem__(self, step: int) -> dict[str, torch.Tensor]:
-        items = [self.example(step, slot) for slot in range(self.cfg.batch_size)]
-        return {k: torch.from_numpy(np.stack([it[k] for it in items])) for k in items[0]}
 
     def example(self, step: int, slot: int) -> dict[str, np.ndarray]:
         """One example: a random image at a random scale, its GT re-rendered at that scale from the stored

@@ -41,6 +41,7 @@ from densereg.data import datasets, formats, groundtruth
 from densereg.data.fingerprint import fingerprint
 from densereg.geometry.shape_model import ShapeModel
 from densereg.nn.augment import augment
+from densereg.nn.batches import StepBatches
 from densereg.nn.checkpoint import load_model, read_checkpoint, save_checkpoint, shape_model_state  # noqa: F401
 from densereg.nn.config import ARCH_FIELDS, LATER_FIELDS, config_differences, PRESETS, TrainConfig, add_config_flags, make_config  # noqa: F401
 from densereg.nn.tasks import TASK_DATA, TASKS, build_model  # noqa: F401
@@ -49,21 +50,12 @@ from densereg.nn.tasks import TASK_DATA, TASKS, build_model  # noqa: F401
 # ------------------------------------------------------------------------------------------------ data
 
 
-class TrainingBatches(torch.utils.data.Dataset):
+class TrainingBatches(StepBatches):
     """Item ``t`` is the whole batch of step ``t`` (images, dense targets), a pure function of (seed, t, rank)."""
 
     def __init__(self, samples: list[datasets.Sample], cfg: TrainConfig, rank: int = 0):
-        if not samples:
-            raise ValueError("no training samples")
+        super().__init__(samples, cfg, rank)
         self.targets = groundtruth.target_maker(cfg.dataset, samples)   # 3D fittings, or TPS for ears
-        self.samples, self.cfg, self.rank = samples, cfg, rank
-
-    def __len__(self) -> int:
-        return self.cfg.iterations
-
-    def __getitem__(self, step: int) -> dict[str, torch.Tensor]:
-        items = [self.example(step, slot) for slot in range(self.cfg.batch_size)]
-        return {k: torch.from_numpy(np.stack([it[k] for it in items])) for k in items[0]}
 
     def example(self, step: int, slot: int) -> dict[str, np.ndarray]:
         """One augmented training example: random image, random scale, random crop around the face.
