@@ -220,3 +220,16 @@ def test_pretrained_names_what_is_shipped_and_how_to_make_a_missing_file(monkeyp
     export.export_checkpoint(tiny_checkpoint, tmp_path / predictor.PRETRAINED["transfer"]["file"], torch.int8)
     model = DenseReg.pretrained(device="cpu")
     assert model.config.preset == "tiny" and model.landmarks(image()) is not None
+
+
+def test_the_shipped_transfer_weights_load_under_5_mb_and_predict():
+    from densereg.readout import predictor
+
+    path = predictor.WEIGHTS_DIR / predictor.PRETRAINED["transfer"]["file"]
+    if not path.is_file():
+        pytest.skip(f"{path} not in this install")
+    assert path.stat().st_size < 5e6
+    model = DenseReg.pretrained(device="cpu")
+    assert model.config.preset == "transfer" and model.identity["preset"] == "transfer"
+    assert next(model.net.parameters()).dtype == torch.float32
+    assert isinstance(model.landmarks(image()), list)
