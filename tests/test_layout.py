@@ -30,7 +30,7 @@ BENCHMARK_RANKS = {"baselines": 10, "context": 11, "initialisers": 11, "fitters"
                    "records": 11, "seeds": 11, "experiments": 12, "tables": 12, "figures": 12, "verdicts": 12,
                    "run_tables": 12,
                    "run": 13, "report": 13,
-                   "depth_metrics": 11}
+                   "depth_metrics": 11, "evalcache": 11}
 BENCHMARKS_PACKAGE = 10    # benchmarks/__init__.py: must stay import-free of the harness
 
 
