@@ -228,12 +228,13 @@ class RunContext:
         return ";".join(f"{k}={v}" for k, v in sorted(self.artefacts.items()))
 
     def torch_device(self):
-        """The device string to use: ``"auto"`` becomes ``"cuda"`` when available, else ``"cpu"``."""
+        """The device string to use: ``"auto"`` becomes ``"cuda"`` when available (under ``torchrun`` this
+        rank's GPU, ``cuda:$LOCAL_RANK``), else ``"cpu"``."""
         if self.device != "auto":
             return self.device
-        import torch
+        from densereg.readout.predictor import resolve_device
 
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return str(resolve_device("auto"))
 
 
 def factory(fn):

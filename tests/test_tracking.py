@@ -2,6 +2,7 @@
 the real-format fixtures, and a resumed evaluation equal to an uninterrupted one."""
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -172,3 +173,50 @@ def test_claim_against_the_300vw_winner():
     assert verdicts.judge(claim, worse).verdict == verdicts.FAILS
     synthetic = [dict(l, source="synthetic") for l in real]
     assert verdicts.judge(claim, synthetic).verdict == verdicts.MISSING   # published real numbers: not comparable
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Under torchrun: whole videos per rank, balanced by frames; rank 0 records what one process records
+
+
+def test_balanced_assignment_gives_every_video_to_one_rank():
+    from densereg.data.shards import Shard, balanced
+
+    sizes = [10, 3, 7, 7, 1, 2]
+    taken = [balanced(sizes, Shard(r, 3)) for r in range(3)]
+    assert sorted(i for t in taken for i in t) == list(range(len(sizes)))
+    assert sorted(sum(sizes[i] for i in t) for t in taken) == [10, 10, 10]
+    assert balanced(sizes, Shard()) == list(range(len(sizes)))
+
+
+def test_two_torchrun_ranks_record_the_single_process_rows(tmp_path):
+    import csv
+    import os
+    import subprocess
+    import sys
+
+    root = tmp_path / "data"
+    synth_video.generate(root / "300VW", seed=1, counts={"cat1": 1, "cat2": 1, "cat3": 1}, n_frames=5, workers=1,
+                         progress=False)
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    script = str(repo / "tests" / "vw_shard_worker.py")
+    for name, launcher in (("single", []), ("sharded", ["-m", "torch.distributed.run", "--standalone",
+                                                        "--nproc_per_node", "2"])):
+        proc = subprocess.run([sys.executable, *launcher, script, str(root), str(tmp_path / name),
+                               str(tmp_path / f"progress-{name}")], env=env, cwd=tmp_path, capture_output=True,
+                              text=True, timeout=240)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("wrote the rows") == 1 and proc.stdout.count("evaluated its videos") == 1
+
+    def stripped(path):
+        drop = {"seconds", "seconds_per_image", "frames_per_second", "date", "commit", "device"}
+        with open(path, newline="") as f:
+            return [{k: v for k, v in r.items() if k not in drop} for r in csv.DictReader(f)]
+
+    one, two = tmp_path / "single", tmp_path / "sharded"
+    rows = stripped(one / "300vw.csv")
+    assert len(rows) == 3 * 2 * 4 and rows == stripped(two / "300vw.csv")     # rows x point sets x splits
+    errors = sorted(p.relative_to(one) for p in one.rglob("*.csv") if p.name != "300vw.csv")
+    assert errors == sorted(p.relative_to(two) for p in two.rglob("*.csv") if p.name != "300vw.csv")
+    assert all(stripped(one / e) == stripped(two / e) for e in errors)

@@ -28,14 +28,18 @@ Streaming: a video is decoded once, in order, ``--batch-size`` frames at a time 
 on a GPU with ``--device cuda``); its per-frame results are written atomically to
 ``<runs>/<source>/300vw-progress/<run id>/<video>.csv`` when the video ends, so an interrupted evaluation
 resumes at the first unfinished video and gives the rows an uninterrupted one gives (``--fresh`` restarts).
-``--workers N`` evaluates N videos at once in forked CPU processes. The run id hashes what decides the
-numbers: data, artefacts, batch size, frame limit. ``--limit N`` scores the first N frames of each video
-(rows tagged ``limit=N``).
+``--workers N`` evaluates N videos at once in forked CPU processes. On a GPU, ``--batch-size 32`` batches the
+network and ``--readout-workers N`` (default up to 8 there) reads out a batch on CPU threads while the next is
+on the GPU; ``torchrun --nproc_per_node 8 -m benchmarks.run 300vw`` gives each rank (GPU) whole videos,
+balanced by frames, and rank 0 records the rows one process would. A run prints its frames/s. The run id
+hashes what decides the numbers: data, artefacts, batch size, frame limit. ``--limit N`` scores the first N
+frames of each video (rows tagged ``limit=N``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import sys
 import time
@@ -49,7 +53,7 @@ from benchmarks.context import RunContext, add_common, artefact_root, resolve_da
 from benchmarks.experiments.landmarks import errors_path, method_device, results_table
 from benchmarks.fitters import get_fitter
 from benchmarks.initialisers import get_initialiser
-from densereg.data import datasets, formats
+from densereg.data import datasets, formats, shards
 from densereg.data.readers import CATEGORY_300VW
 from densereg.data.sample import landmarks_box
 from densereg.data.video_frames import iter_frames
@@ -84,6 +88,9 @@ def add_arguments(parser):
     parser.add_argument("--rows", default=",".join(ROWS), help=f"rows to compute (default all: {', '.join(ROWS)})")
     parser.add_argument("--workers", type=int, default=1, help="videos evaluated at once (forked CPU processes)")
     parser.add_argument("--batch-size", type=int, default=8, help="frames per DenseReg forward pass (default 8)")
+    parser.add_argument("--readout-workers", type=int, default=None,
+                        help="CPU threads reading out one batch while the next is on the network (default: "
+                             "0 on CPU, up to 8 on a GPU); the rows are the same for any value")
     parser.add_argument("--preset", default="default", help="configuration preset of the models (recorded)")
     parser.add_argument("--device", default="auto", help="torch device for DenseReg: auto, cpu, cuda[:N]")
     parser.add_argument("--checkpoint", type=Path, default=None, help="DenseReg checkpoint (default: the preset's)")
@@ -103,6 +110,7 @@ class Methods:
     detect: object
     refine: object
     from_box: object
+    model: object = None          # the DenseReg behind ``detect`` (its ``readout_workers`` is set by the run)
 
 
 def build_methods(ctx):
@@ -111,7 +119,7 @@ def build_methods(ctx):
     mdm = get_fitter("mdm", ctx)
     model = init.model
     return Methods(lambda images, boxes: model.landmarks(list(images), box=[np.asarray(b, float) for b in boxes]),
-                   mdm.fit_batch, mdm.initial_shape)
+                   mdm.fit_batch, mdm.initial_shape, model)
 
 
 def _lost(shape, image_shape):
@@ -235,6 +243,26 @@ def evaluate_videos(videos, methods, rows, progress_dir, batch_size=8, workers=1
     return chunks
 
 
+def evaluate_sharded(videos, methods, rows, progress_dir, batch_size=8, workers=1, progress=True, shard=None):
+    """:func:`evaluate_videos` under ``torchrun``: each rank tracks whole videos, balanced by frame count
+    (``shards.balanced``), into the shared ``progress_dir`` (several machines: a shared file system); when all
+    are done, rank 0 gets ``{video: results file}`` of every video, the others ``None``. The files, and so the
+    rows, are what one process writes (tested with 2 CPU ranks)."""
+    shard = shard or shards.current()
+    names = list(videos)
+    mine = [names[i] for i in shards.balanced([len(videos[v]) for v in names], shard)]
+    evaluate_videos({v: videos[v] for v in mine}, methods, rows, progress_dir, batch_size, workers,
+                    progress and shards.is_writer(shard))
+    shards.barrier(shard)
+    if not shards.is_writer(shard):
+        return None
+    chunks = {v: Path(progress_dir) / f"{v}.csv" for v in names}
+    missing = [v for v, path in chunks.items() if not path.is_file()]
+    if missing:
+        raise RuntimeError(f"{progress_dir}: no results for videos {missing[:5]} after every rank finished")
+    return chunks
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Rows
 
@@ -331,18 +359,35 @@ def run(args):
     n_dropped = sum(s.extras.get("unreliable", False) for v in videos.values() for s in v)
     print(f"[300vw] {source} data at {root}: {len(videos)} test videos, {n_frames} frames ({n_dropped} flagged "
           f"unreliable: not scored); rows {', '.join(rows)}; preset {ctx.preset}, seed {ctx.seed}", file=sys.stderr)
-    methods = build_methods(ctx)
+    shard = shards.current()
+    with shards.rank_zero_first(shard):      # under torchrun: rank 0 builds any missing artefact, the others load
+        methods = build_methods(ctx)
     device = method_device(ctx)
+    readout_workers = args.readout_workers
+    if readout_workers is None:
+        readout_workers = 0 if not device.startswith("cuda") else min(8, max(1, (os.cpu_count() or 1) // shard.world))
+    if readout_workers < 0:
+        raise ValueError(f"--readout-workers must be 0 or more, got {readout_workers}")
+    if methods.model is not None:
+        methods.model.readout_workers = readout_workers
     first = next(iter(videos.values()))[0]
     methods.detect([first.image()], [first.box])   # warm-up (lazy initialisation), so it is not timed
     if args.workers > 1 and device.startswith("cuda"):
         raise ValueError("--workers > 1 forks CPU processes; on a GPU use --workers 1 and a larger --batch-size")
     progress_dir = Path(ctx.runs_dir) / "300vw-progress" / run_id(ctx, rows, args.batch_size, args.limit)
-    if args.fresh:
+    if args.fresh and shards.is_writer(shard):
         shutil.rmtree(progress_dir, ignore_errors=True)
+    shards.barrier(shard)                    # no rank writes a video before rank 0 has cleared the folder
     start = time.perf_counter()
-    chunks = evaluate_videos(videos, methods, rows, progress_dir, args.batch_size, args.workers,
-                             not args.no_progress)
+    chunks = evaluate_sharded(videos, methods, rows, progress_dir, args.batch_size, args.workers,
+                              not args.no_progress, shard)
+    seconds = time.perf_counter() - start
+    if chunks is None:                       # a torchrun rank other than 0: its videos are in progress_dir
+        return []
+    print(f"[300vw] {n_frames} frames evaluated in {seconds:.0f} s: {n_frames / max(seconds, 1e-9):.1f} frames/s "
+          f"for all rows together ({shard.world} process(es), {args.workers} worker(s) each, batch "
+          f"{args.batch_size}, {readout_workers} read-out thread(s), {device}; videos resumed from an earlier "
+          "run count as instant)", file=sys.stderr)
     written = record_rows(chunks, rows, ctx, Path(args.results), device, args.limit)
     from benchmarks.experiments import tracking_report
 

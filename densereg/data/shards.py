@@ -47,6 +47,32 @@ def current() -> Shard:
     return Shard(dist.get_rank(), dist.get_world_size())
 
 
+def balanced(sizes: list[int], shard: Shard) -> list[int]:
+    """The items this rank takes when items are indivisible (a video is tracked frame after frame): largest
+    first, each to the rank with the least work so far (ties to the lowest rank); deterministic, so every rank
+    computes the same assignment. Returns the indices of ``sizes`` owned by ``shard.rank``, in index order.
+    """
+    load = [0] * shard.world
+    owner = [0] * len(sizes)
+    for i in sorted(range(len(sizes)), key=lambda i: (-sizes[i], i)):
+        r = min(range(shard.world), key=lambda r: (load[r], r))
+        owner[i], load[r] = r, load[r] + sizes[i]
+    return [i for i in range(len(sizes)) if owner[i] == shard.rank]
+
+
+def barrier(shard: Shard, hours: float = 24.0) -> None:
+    """Wait until every rank is here (no-op outside ``torchrun``). The timeout is long because ranks that
+    evaluate different videos may finish hours apart on the full 300-VW test set; a rank that dies ends the
+    ``torchrun`` job anyway."""
+    if shard.world <= 1:
+        return
+    import datetime
+
+    import torch.distributed as dist
+
+    dist.monitored_barrier(group=_GROUP, timeout=datetime.timedelta(hours=hours))
+
+
 def is_writer(shard: Shard | None = None) -> bool:
     """Whether this process writes results (rank 0, or the only process)."""
     return (shard or current()).rank == 0

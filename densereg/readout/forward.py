@@ -15,11 +15,13 @@ input when it cannot.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,8 +130,8 @@ def as_batch(images) -> tuple[list[np.ndarray], bool]:
 # ------------------------------------------------------------------------------------------------ forward
 
 
-def predict(model, images, image_scale: float, batch_size: int = 8, device=None):
-    """Dense UV estimates for ``H×W×3`` uint8 RGB images of any sizes.
+def predict(model, images, image_scale: float, batch_size: int = 8, device=None, then=None, workers: int = 0):
+    """Dense UV estimates for ``H×W×3`` uint8 RGB images of any sizes (or ``then`` of each).
 
     Args:
         model: a ``DenseRegNet`` (put in eval mode here).
@@ -139,6 +141,12 @@ def predict(model, images, image_scale: float, batch_size: int = 8, device=None)
             back to each image's own size.
         batch_size: images per forward pass (images of equal padded size are batched together).
         device: torch device; default the model's.
+        then: a per-image read-out applied to each ``UVMap`` (e.g. ``find_faces``); its results are returned
+            in place of the maps.
+        workers: CPU threads for the per-image work after the network (the resize back to the image's size
+            and ``then``). With ``workers`` > 0 that work of one batch runs while the next batch is on the
+            network, which is what keeps a GPU busy; every image goes through the same functions, so the
+            results are identical to ``workers=0`` (everything inline, the default).
     """
     single = isinstance(images, np.ndarray) and images.ndim == 3
     images = [images] if single else list(images)
@@ -147,9 +155,15 @@ def predict(model, images, image_scale: float, batch_size: int = 8, device=None)
     net = inference_form(model)     # BatchNorm folded, channels-last: equal outputs, faster (see the module)
     stride = model.output_stride
     prepared = [prepare_image(img, stride, image_scale) for img in images]
-    results: list[UVMap | None] = [None] * len(images)
+    results: list = [None] * len(images)
     order = sorted(range(len(images)), key=lambda i: prepared[i][1].shape[:2])
-    with torch.inference_mode():
+
+    def finish(fields, size):
+        uvmap = _to_uvmap(fields, size)
+        return uvmap if then is None else then(uvmap)
+
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="densereg-readout") if workers > 0 else None
+    with torch.inference_mode(), (pool or contextlib.nullcontext()):
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
             groups: dict[tuple, list[int]] = {}
@@ -162,7 +176,9 @@ def predict(model, images, image_scale: float, batch_size: int = 8, device=None)
                 for j, i in enumerate(idx):
                     (h, w), orig = prepared[i][0], images[i].shape[:2]
                     fields = {k: out[k][j, :h, :w] for k in out}
-                    results[i] = _to_uvmap(fields, orig)
+                    results[i] = pool.submit(finish, fields, orig) if pool else finish(fields, orig)
+        if pool:
+            results = [r.result() for r in results]
     return results[0] if single else results
 
 

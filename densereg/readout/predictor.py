@@ -43,9 +43,12 @@ PRETRAINED = {
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"``: CUDA when available, else CPU; anything else as ``torch.device`` reads it."""
+    """``"auto"``: CUDA when available (under ``torchrun`` this rank's GPU, ``cuda:$LOCAL_RANK``), else CPU;
+    anything else as ``torch.device`` reads it."""
     if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count()}")
     return torch.device(device)
 
 
@@ -79,17 +82,21 @@ class DenseReg:
         shape_model: the PCA shape model of the training landmarks, or None (then the template's mean shape
             fills the landmarks not found).
         identity: ``{"checkpoint": sha256[:12] of the file, "preset", "K", "data": data fingerprint[:12]}``.
+        readout_workers: CPU threads for the per-image work after the network (0: inline). On a GPU, > 0 reads
+            out one batch while the next is on the network (``densereg.readout.forward.predict``); the answers
+            are the same either way.
     """
 
     def __init__(self, net, config: TrainConfig, template: Template, shape_model: ShapeModel | None = None,
                  identity: dict | None = None, device: str | torch.device = "cpu", forward=None,
-                 batch_size: int = 8):
+                 batch_size: int = 8, readout_workers: int = 0):
         if config.task != "densereg":
             raise ValueError(f"a DenseReg model needs a DenseReg checkpoint, got task {config.task!r}")
         self.net, self.config, self.template, self.shape_model = net, config, template, shape_model
         self.identity = identity or {"checkpoint": None, "preset": config.preset, "K": config.K, "data": None}
         self.device = resolve_device(device)
         self.batch_size = batch_size
+        self.readout_workers = readout_workers   # CPU threads for the read-out while the next batch runs
         if net is not None:
             self.net.to(self.device).eval()
         self._forward = forward
@@ -139,11 +146,13 @@ class DenseReg:
 
     # ---------------------------------------------------------------------------------------------- read-outs
 
-    def _maps(self, images: list[np.ndarray]) -> list[UVMap]:
+    def _maps(self, images: list[np.ndarray], then=None) -> list:
+        """The ``UVMap`` of each image, or ``then`` of it (run by ``readout_workers`` threads when > 0)."""
         if self._forward is not None:
-            return list(self._forward(images))
+            maps = list(self._forward(images))
+            return maps if then is None else [then(m) for m in maps]
         return predict(self.net, images, image_scale=self.config.image_scale, batch_size=self.batch_size,
-                       device=self.device)
+                       device=self.device, then=then, workers=self.readout_workers)
 
     def uv(self, image):
         """The dense UV estimate (``UVMap``: u, v, mask, fg_prob, depth or None) of an image, or a list for a list.
@@ -158,7 +167,7 @@ class DenseReg:
     def faces(self, image):
         """The faces found (``Face``: box, score, mask, landmarks), best first; a list of lists for a list."""
         images, single = as_batch(image)
-        found = [find_faces(m, self.template, self.shape_model) for m in self._maps(images)]
+        found = self._maps(images, then=lambda m: find_faces(m, self.template, self.shape_model))
         return found[0] if single else found
 
     def landmarks(self, image, box=None):
