@@ -8,7 +8,7 @@ from benchmarks.baselines import dpm_config, mdm
 from densereg.data import datasets as ds
 from densereg.data import formats
 from densereg.nn import config
-from tests.test_run import data, run_cli  # noqa: F401 - the 300-W tree fixture
+from tests.test_run import _outputs_in_tmp, data, run_cli  # noqa: F401 - fixtures: the 300-W tree; outputs in tmp
 
 
 def test_a_misspelt_preset_is_refused_naming_the_valid_ones(data, tmp_path, capsys):  # noqa: F811
