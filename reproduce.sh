@@ -189,15 +189,19 @@ case "$target" in
          "runs/synthetic/densereg-transfer/last.pt --out densereg/weights/transfer-int8.pt --dtype int8" ;;
   sim2real-ablation)  # issue 17: which renderer change moves the real-face numbers; each style's data, the same
              # shortened transfer schedule (ITERATIONS, default 1000 = the cpu preset's) on N_TRAIN images (1000),
-             # then sim2real; rows labelled by style in results/sim2real.csv
+             # then sim2real; rows labelled by style in results/sim2real.csv. Other sizes get their own folders
+             # (STYLES=default N_TRAIN=3148 ITERATIONS=6000: the default style on the shipped model's schedule).
     start=$(date +%s)
+    n=${N_TRAIN:-1000}; it=${ITERATIONS:-1000}
+    suffix=$([ "$n" = 1000 ] && [ "$it" = 1000 ] || echo "-n$n-it$it")
     for style in ${STYLES:-realistic realistic-no-head realistic-no-lighting realistic-no-scenes}; do
-      [ -f "data/ablation/$style/synth.json" ] || $PY -m densereg.data.synth --style "$style" \
-        --out "data/ablation/$style" --n-train "${N_TRAIN:-1000}" --n-test 20 --n-helen 0
-      $PY -m densereg.nn.train --preset transfer --iterations "${ITERATIONS:-1000}" --out "runs/synthetic/ablation/$style" \
-        --root "data/ablation/$style" --source synthetic
-      $PY -m benchmarks.run sim2real --checkpoint "runs/synthetic/ablation/$style/last.pt" \
-        --label "ABLATION --style $style: transfer preset cut to ${ITERATIONS:-1000} steps on ${N_TRAIN:-1000} images" "$@"
+      data_dir="data/ablation/$style$([ "$n" = 1000 ] || echo "-n$n")"
+      [ -f "$data_dir/synth.json" ] || $PY -m densereg.data.synth --style "$style" --out "$data_dir" --n-train "$n" \
+        --n-test 20 --n-helen 0
+      $PY -m densereg.nn.train --preset transfer --iterations "$it" --out "runs/synthetic/ablation/$style$suffix" \
+        --root "$data_dir" --source synthetic
+      $PY -m benchmarks.run sim2real --checkpoint "runs/synthetic/ablation/$style$suffix/last.pt" \
+        --label "ABLATION --style $style: transfer preset cut to $it steps on $n images (./reproduce.sh sim2real-ablation)" "$@"
       echo "[$target] $style done at $(( $(date +%s) - start )) s"
     done ;;
   sim2real)  # a checkpoint trained on synthetic faces vs dlib-68 on every real face here (CHECKPOINT=... to choose)
