@@ -79,6 +79,11 @@ REUSE=$([ "${RECOMPUTE:-0}" = 1 ] || echo --reuse)
 # once (benchmarks.run --build-only; the artefacts are what the grid would build, and the grid then finds them).
 train_side_by_side() {
   local dataset=$1 seed=$2 first=$3 second=$4 a b ra=0 rb=0; shift 4
+  # the synthetic data is generated on first use: once, here, before two processes would both generate it
+  if [ "$SRC" = synthetic ] && ! [[ " $* " == *" --root"* ]]; then
+    $PY -c 'import sys; from benchmarks.context import resolve_data; resolve_data(sys.argv[1], "synthetic")' \
+      "$([ "$dataset" = ears ] && echo ears || echo 300W)"
+  fi
   $PY -m benchmarks.run "$dataset" --source "$SRC" --preset "$PRESET" --pairs "$first" --build-only --seed "$seed" \
     --no-progress "$@" & a=$!
   OMP_NUM_THREADS=1 $PY -m benchmarks.run "$dataset" --source "$SRC" --preset "$PRESET" --pairs "$second" \
