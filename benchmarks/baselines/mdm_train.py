@@ -26,6 +26,7 @@ import csv
 import hashlib
 import io
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -171,6 +172,16 @@ def _write_log(path, rows):
     atomic_write_bytes(path, text.getvalue().encode())
 
 
+def train_threads():
+    """Torch threads of an MDM training: ``$DENSEREG_MDM_THREADS``, default 1. One suits the ``cpu`` preset (its
+    15×15 patch layers are too small to share) and makes runs repeatable; the published network on a many-core
+    machine wants more (the thread count is not part of the artefact's key)."""
+    value = os.environ.get("DENSEREG_MDM_THREADS", "1")
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"DENSEREG_MDM_THREADS must be a positive integer, got {value!r}")
+    return int(value)
+
+
 def train_mdm(samples, out_dir, config=None, progress=True):
     """Train MDM on ``samples`` (annotated 68-point faces), resuming from ``out_dir/mdm.pt`` when present.
 
@@ -236,6 +247,21 @@ def train_mdm(samples, out_dir, config=None, progress=True):
         from tqdm import tqdm
         bar = tqdm(total=config.iterations, initial=start, desc="MDM: training", unit="it", file=sys.stderr)
     model.train()
+    threads = torch.get_num_threads()
+    # A fixed thread count (TRAIN_THREADS) makes the weights the same whichever way the harness trains them
+    # (alone, or beside DenseReg's training in ./reproduce.sh): two runs on one thread gave identical weights.
+    torch.set_num_threads(train_threads())
+    try:
+        _train_steps(model, optimizer, ema, log, crops, shapes, mean, config, start, bar, save)
+    finally:
+        torch.set_num_threads(threads)
+    if bar is not None:
+        bar.close()
+    return path
+
+
+def _train_steps(model, optimizer, ema, log, crops, shapes, mean, config, start, bar, save):
+    """The iterations ``start..config.iterations`` of :func:`train_mdm` (checkpointed through ``save``)."""
     for step in range(start, config.iterations):
         tick = time.perf_counter()
         lr = config.learning_rate * config.lr_decay ** (step // config.lr_decay_every)
@@ -263,9 +289,6 @@ def train_mdm(samples, out_dir, config=None, progress=True):
             bar.set_postfix(loss=row["loss"], nme=row[f"nme_step{config.steps}"])
         if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.iterations:
             save(step + 1)
-    if bar is not None:
-        bar.close()
-    return path
 
 
 # ----------------------------------------------------------------------------------------------------------------
