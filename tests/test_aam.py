@@ -173,3 +173,24 @@ def test_shape_outside_the_image_is_returned_unchanged(tiny_aam, tiny_synth):
     far = sample.landmarks + 10_000.0
     np.testing.assert_array_equal(fitter(sample.image(), far), far)
     assert fitter.n_outside == 1
+
+
+@pytest.mark.parametrize("sampling", [4, 1])
+def test_the_sampled_wiberg_loop_fits_what_menpofits_loop_fits(tiny_aam, tiny_synth, sampling):
+    """The loop at the sampled pixels (benchmarks.baselines.aam_wiberg) against menpofit's own loop and patch
+    gradient, from perturbed starts on test faces, with the published sampling and with every pixel."""
+    from benchmarks.baselines.aam_wiberg import sampled_wiberg
+
+    ours = aam.AAMFitter.load(tiny_aam, sampling=sampling)
+    published = aam.AAMFitter.load(tiny_aam, as_published=True, sampling=sampling)
+    assert all(type(a) is sampled_wiberg() for a in ours.fitter.algorithms)
+    assert not any(type(a) is sampled_wiberg() for a in published.fitter.algorithms)
+    rng = np.random.default_rng(1)
+    moved = 0.0
+    for sample in datasets.load_dataset("300w", tiny_synth, "test")[:3]:
+        gt = sample.landmarks
+        start = gt + rng.normal(0, 0.04 * float(np.ptp(gt, axis=0).max()), (1, 2))
+        a, b = ours(sample.image(), start), published(sample.image(), start)
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-8)
+        moved = max(moved, float(np.abs(a - start).max()))
+    assert moved > 0.5     # the fits did move: the comparison is not of two unchanged starts
